@@ -1,0 +1,74 @@
+package upgrade
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// Errors returned by RoundTrip, and reasons reported through [Trace] when a
+// 426 is handed back untouched. Compare with errors.Is.
+var (
+	// ErrClosed is returned by RoundTrip after Close.
+	ErrClosed = errors.New("upgrade: transport closed")
+
+	// ErrNoUsableOffer: the 426 offered nothing this transport may switch to.
+	ErrNoUsableOffer = errors.New("upgrade: no offered protocol is usable")
+	// ErrUnsupportedOffer: the offer is not an upgrade this transport makes
+	// (websocket, HTTP/1.1, an unknown name or version).
+	ErrUnsupportedOffer = errors.New("upgrade: not an upgrade this transport makes")
+	// ErrDowngrade: taking the offer would drop TLS (h2c on an https origin).
+	ErrDowngrade = errors.New("upgrade: offer would drop TLS")
+	// ErrNoChange: the 426 already came over what the offer asks for, so a
+	// replay would meet the same answer.
+	ErrNoChange = errors.New("upgrade: offer would change nothing")
+	// ErrProxied: a proxy applies to the request and the offer cannot go
+	// through it.
+	ErrProxied = errors.New("upgrade: offer cannot go through the request's proxy")
+
+	// ErrBodyNotReplayable: the request body was already read and has no
+	// GetBody, so it cannot be sent again.
+	ErrBodyNotReplayable = errors.New("upgrade: request body cannot be sent again")
+	// ErrAlreadyReplayed: the request is itself a replay; it is not upgraded twice.
+	ErrAlreadyReplayed = errors.New("upgrade: request was already replayed once")
+)
+
+// Attempt is one try of an offered protocol that failed.
+type Attempt struct {
+	Protocol Protocol
+	Err      error
+}
+
+// UpgradeError is returned by RoundTrip when every usable offered protocol
+// failed before a response (dial, handshake, ALPN). Response is the 426, its
+// body buffered up to the drain bound, so a caller can still read it.
+type UpgradeError struct {
+	Offered  []Protocol
+	Attempts []Attempt
+	Response *http.Response
+}
+
+func (e *UpgradeError) Error() string {
+	var b strings.Builder
+	b.WriteString("upgrade: every usable offered protocol failed")
+	for i, a := range e.Attempts {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(a.Protocol.String())
+		b.WriteString(": ")
+		b.WriteString(a.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns each attempt's error, so errors.Is and errors.As see them.
+func (e *UpgradeError) Unwrap() []error {
+	errs := make([]error, len(e.Attempts))
+	for i, a := range e.Attempts {
+		errs[i] = a.Err
+	}
+	return errs
+}

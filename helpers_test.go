@@ -1,0 +1,130 @@
+package upgrade
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/h426/upgrade/internal/testserver"
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the suite if a test leaves a goroutine behind.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// startServer starts a fresh loopback server that lives as long as the test.
+func startServer(t testing.TB, cfg testserver.Config) *testserver.Server {
+	t.Helper()
+	s, err := testserver.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// legacyBase is a client that speaks HTTP/1.1 only, with TLS 1.2 at most:
+// what strict servers answer with 426.
+func legacyBase(t testing.TB, roots *x509.CertPool) *http.Transport {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	base := &http.Transport{
+		Protocols:       protocols,
+		TLSClientConfig: &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12},
+	}
+	t.Cleanup(base.CloseIdleConnections)
+	return base
+}
+
+// newTransport wraps base and closes the result when the test ends.
+func newTransport(t testing.TB, base http.RoundTripper) *Transport {
+	tr := &Transport{Base: base}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// testContext bounds every request a test makes.
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newRequest(t testing.TB, ctx context.Context, method, url string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// readAll reads and closes resp's body.
+func readAll(t testing.TB, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading body: %v", err)
+	}
+	return string(b)
+}
+
+// recorder is a Trace that keeps what it was told.
+type recorder struct {
+	mu       sync.Mutex // guards the fields below
+	got426   []Got426Info
+	decided  []DecisionInfo
+	started  []Protocol
+	finished []ReplayDoneInfo
+}
+
+func (r *recorder) trace() *Trace {
+	return &Trace{
+		Got426:      func(i Got426Info) { r.mu.Lock(); r.got426 = append(r.got426, i); r.mu.Unlock() },
+		Decided:     func(i DecisionInfo) { r.mu.Lock(); r.decided = append(r.decided, i); r.mu.Unlock() },
+		ReplayStart: func(p Protocol) { r.mu.Lock(); r.started = append(r.started, p); r.mu.Unlock() },
+		ReplayDone:  func(i ReplayDoneInfo) { r.mu.Lock(); r.finished = append(r.finished, i); r.mu.Unlock() },
+	}
+}
+
+// reason returns the single decision's reason.
+func (r *recorder) reason(t testing.TB) error {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.decided) != 1 {
+		t.Fatalf("%d decisions traced, want 1", len(r.decided))
+	}
+	return r.decided[0].Reason
+}
+
+// countingBody is a request body without GetBody that counts its Closes.
+type countingBody struct {
+	r      io.Reader
+	closes atomic.Int32
+}
+
+func (b *countingBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *countingBody) Close() error               { b.closes.Add(1); return nil }
+
+// waitCloses waits for the transports' writer goroutines to close b, then
+// checks it was closed exactly once.
+func (b *countingBody) waitCloses(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.closes.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := b.closes.Load(); n != 1 {
+		t.Errorf("request body closed %d times, want 1", n)
+	}
+}

@@ -1,0 +1,100 @@
+package upgrade
+
+import (
+	"crypto/tls"
+	"net/http"
+)
+
+// template is the transport upgraded ones are cloned from, so they inherit
+// the caller's dialer, proxy, timeouts and TLS settings (DESIGN §4).
+func (t *Transport) template() *http.Transport {
+	if tr, ok := t.base().(*http.Transport); ok {
+		return tr
+	}
+	if tr, ok := http.DefaultTransport.(*http.Transport); ok {
+		return tr
+	}
+	return &http.Transport{Proxy: http.ProxyFromEnvironment}
+}
+
+// proxied reports whether a proxy would carry req. A failing Proxy func
+// counts as proxied: the safe answer for offers that cannot use one.
+func (t *Transport) proxied(req *http.Request) bool {
+	proxy := t.template().Proxy
+	if proxy == nil {
+		return false
+	}
+	u, err := proxy(req)
+	return u != nil || err != nil
+}
+
+// innerFor returns the transport for tgt, building it on first use. One
+// exists per target, shared by every origin.
+func (t *Transport) innerFor(tgt target) (http.RoundTripper, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed.Load() {
+		return nil, ErrClosed
+	}
+	if rt, ok := t.inner[tgt]; ok {
+		return rt, nil
+	}
+	rt := t.newInner(tgt)
+	if t.inner == nil {
+		t.inner = make(map[target]http.RoundTripper)
+	}
+	t.inner[tgt] = rt
+	return rt, nil
+}
+
+func (t *Transport) newInner(tgt target) http.RoundTripper {
+	tr := t.template().Clone()
+	// The handshake must use the TLS settings below, so a custom TLS dialer
+	// is not inherited; the plain dialer still is.
+	tr.DialTLSContext = nil
+	tr.DialTLS = nil //lint:ignore SA1019 clearing the deprecated field is the point
+	tr.TLSClientConfig = t.tlsConfig(tr.TLSClientConfig, tgt.minTLS)
+	switch tgt.kind {
+	case targetHTTP2:
+		tr.TLSNextProto = nil
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetHTTP2(true)
+	case targetH2C:
+		tr.TLSNextProto = nil
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	case targetTLS:
+		// Same application protocols as the caller's transport: the server
+		// asked for a newer TLS, not for another HTTP.
+	}
+	return tr
+}
+
+// tlsConfig returns the TLS settings for an upgraded transport: the
+// caller's (Transport.TLSClientConfig, else the one inherited from Base)
+// with the minimum version raised to least and the floor, never lowered. A
+// MaxVersion below that minimum is lifted, so a client pinned to TLS 1.2 can
+// still answer a demand for TLS 1.3.
+func (t *Transport) tlsConfig(inherited *tls.Config, least uint16) *tls.Config {
+	var cfg *tls.Config
+	switch {
+	case t.TLSClientConfig != nil:
+		cfg = t.TLSClientConfig.Clone()
+	case inherited != nil:
+		cfg = inherited // already a clone
+	default:
+		cfg = &tls.Config{}
+	}
+	cfg.MinVersion = max(cfg.MinVersion, t.floor(), least)
+	if cfg.MaxVersion != 0 && cfg.MaxVersion < cfg.MinVersion {
+		cfg.MaxVersion = 0
+	}
+	return cfg
+}
+
+// closeIdle calls CloseIdleConnections on rt when it has one.
+func closeIdle(rt http.RoundTripper) {
+	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

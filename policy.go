@@ -1,0 +1,167 @@
+package upgrade
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// CheckUpgradeFunc decides which offered protocols to try after a 426, in
+// the style of http.Client.CheckRedirect. It receives the request as the
+// caller sent it, the 426 response (its body must not be read) and the
+// offers the transport can speak and may use, in the server's order. It
+// returns the protocols to try, in order; ones not in usable are ignored,
+// so a hook can narrow and reorder but never widen the security policy. An
+// error vetoes the upgrade: the 426 is returned and the trace reports the
+// error.
+type CheckUpgradeFunc func(req *http.Request, resp *http.Response, usable []Protocol) ([]Protocol, error)
+
+// DefaultCheckUpgrade tries every usable offer in the server's order.
+func DefaultCheckUpgrade(req *http.Request, resp *http.Response, usable []Protocol) ([]Protocol, error) {
+	return usable, nil
+}
+
+// targetKind is the mechanism a replay goes through.
+type targetKind uint8
+
+const (
+	targetHTTP2 targetKind = iota + 1 // HTTP/2 over TLS, ALPN h2
+	targetH2C                         // HTTP/2 in clear, prior knowledge
+	targetTLS                         // the caller's protocols over a stricter TLS
+)
+
+// target identifies one inner transport: a kind and, for targetTLS, the
+// least TLS version its connections accept.
+type target struct {
+	kind   targetKind
+	minTLS uint16
+}
+
+// candidate is an offer the transport will try and where it goes.
+type candidate struct {
+	offer  Protocol
+	target target
+}
+
+// tlsVersions maps the versions a "TLS/x.y" token may carry.
+var tlsVersions = map[string]uint16{
+	"1.0": tls.VersionTLS10,
+	"1.1": tls.VersionTLS11,
+	"1.2": tls.VersionTLS12,
+	"1.3": tls.VersionTLS13,
+}
+
+// choose maps each offer to a target or to the reason it is left out
+// (DESIGN §2 and §4). These rules are not the caller's to override:
+// CheckUpgrade only sees what passes them.
+func (t *Transport) choose(req *http.Request, resp *http.Response, offered []Protocol) ([]candidate, []Skipped) {
+	var usable []candidate
+	var skipped []Skipped
+	for _, offer := range offered {
+		tgt, reason := t.targetFor(req, resp, offer)
+		if reason == nil {
+			for _, earlier := range usable {
+				if earlier.target == tgt {
+					reason = fmt.Errorf("upgrade: same as the earlier offer %s", earlier.offer)
+					break
+				}
+			}
+		}
+		if reason != nil {
+			skipped = append(skipped, Skipped{Protocol: offer, Reason: reason})
+			continue
+		}
+		usable = append(usable, candidate{offer: offer, target: tgt})
+	}
+	return usable, skipped
+}
+
+func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Protocol) (target, error) {
+	secure := req.URL.Scheme == "https"
+	switch {
+	case isHTTP2(offer):
+		if resp.ProtoMajor == 2 {
+			return target{}, ErrNoChange
+		}
+		if secure {
+			return target{kind: targetHTTP2}, nil
+		}
+		return t.h2cTarget(req)
+	case offer.Is("h2c", ""):
+		if secure {
+			return target{}, ErrDowngrade
+		}
+		if resp.ProtoMajor == 2 {
+			return target{}, ErrNoChange
+		}
+		return t.h2cTarget(req)
+	case strings.EqualFold(offer.Name, "TLS"):
+		if !secure {
+			// In-band TLS on http:// origins (RFC 2817) is not built yet.
+			return target{}, ErrUnsupportedOffer
+		}
+		least := t.floor()
+		if offer.Version != "" {
+			v, ok := tlsVersions[offer.Version]
+			if !ok {
+				return target{}, ErrUnsupportedOffer
+			}
+			least = max(least, v)
+		}
+		if resp.TLS != nil && resp.TLS.Version >= least {
+			return target{}, ErrNoChange
+		}
+		return target{kind: targetTLS, minTLS: least}, nil
+	}
+	return target{}, ErrUnsupportedOffer
+}
+
+// h2cTarget refuses prior-knowledge h2c when a proxy would carry the
+// request: the proxy, not the origin, would receive the HTTP/2 preface.
+func (t *Transport) h2cTarget(req *http.Request) (target, error) {
+	if t.proxied(req) {
+		return target{}, ErrProxied
+	}
+	return target{kind: targetH2C}, nil
+}
+
+func isHTTP2(p Protocol) bool {
+	return p.Is("HTTP", "2") || p.Is("HTTP", "2.0") || p.Is("h2", "")
+}
+
+// applyCheck runs the caller's hook and keeps only what it returns that is
+// usable, in the hook's order.
+func (t *Transport) applyCheck(req *http.Request, resp *http.Response, usable []candidate) ([]candidate, error) {
+	check := t.CheckUpgrade
+	if check == nil {
+		return usable, nil // DefaultCheckUpgrade, without copying
+	}
+	offers := make([]Protocol, len(usable))
+	for i, c := range usable {
+		offers[i] = c.offer
+	}
+	picked, err := check(req, resp, offers)
+	if err != nil {
+		return nil, err
+	}
+	var ordered []candidate
+	for _, p := range picked {
+		for _, c := range usable {
+			if c.offer == p && !containsOffer(ordered, p) {
+				ordered = append(ordered, c)
+				break
+			}
+		}
+	}
+	return ordered, nil
+}
+
+func containsOffer(cs []candidate, p Protocol) bool {
+	for _, c := range cs {
+		if c.offer == p {
+			return true
+		}
+	}
+	return false
+}

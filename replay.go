@@ -1,0 +1,184 @@
+package upgrade
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// The discarded 426 body is read at most this far and this long, so a
+// server that trickles or never ends its body cannot hold up the replay.
+const (
+	drainLimit   = 64 << 10
+	drainTimeout = 200 * time.Millisecond
+)
+
+var errBodyTaken = errors.New("upgrade: request body was taken back for a replay")
+
+// oneShotBody wraps a request body that has no GetBody. It lets the
+// transport take the body back for a replay as long as nothing read from it,
+// race-free with the writer goroutine of the transport that was given it.
+// Until the owner releases or takes it back, a Close from that transport is
+// held so an unread body stays usable.
+type oneShotBody struct {
+	rc io.ReadCloser
+
+	mu            sync.Mutex // guards the flags below
+	read          bool       // some Read reached rc: bytes may have left
+	closeAsked    bool       // the transport called Close
+	released      bool       // the owner will not take the body back
+	taken         bool       // the owner took rc back; this wrapper is dead
+	closedForward bool       // rc.Close was called through this wrapper
+}
+
+func newOneShotBody(rc io.ReadCloser) *oneShotBody { return &oneShotBody{rc: rc} }
+
+func (b *oneShotBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.taken {
+		b.mu.Unlock()
+		return 0, errBodyTaken
+	}
+	b.read = true
+	b.mu.Unlock()
+	return b.rc.Read(p)
+}
+
+func (b *oneShotBody) Close() error {
+	b.mu.Lock()
+	if b.taken {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closeAsked = true
+	forward := (b.read || b.released) && b.markClosedLocked()
+	b.mu.Unlock()
+	if forward {
+		return b.rc.Close()
+	}
+	return nil
+}
+
+// release gives up the right to take the body back: a held Close goes
+// through now, a later one at once. Safe on a nil receiver.
+func (b *oneShotBody) release() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.released = true
+	forward := b.closeAsked && !b.taken && b.markClosedLocked()
+	b.mu.Unlock()
+	if forward {
+		b.rc.Close()
+	}
+}
+
+// take returns the underlying body if no byte of it can have been read, and
+// makes this wrapper refuse any later Read.
+func (b *oneShotBody) take() (io.ReadCloser, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.read || b.released || b.taken {
+		return nil, false
+	}
+	b.taken = true
+	return b.rc, true
+}
+
+func (b *oneShotBody) markClosedLocked() bool {
+	if b.closedForward {
+		return false
+	}
+	b.closedForward = true
+	return true
+}
+
+// hasBody reports whether req carries a body that matters for replay.
+func hasBody(req *http.Request) bool {
+	return req.Body != nil && req.Body != http.NoBody
+}
+
+// holdBody returns the request to send first. A body that cannot be made
+// again (no GetBody) is wrapped so that RoundTrip can tell afterwards whether
+// it is still unread; other requests go out as they are, at no cost.
+func holdBody(req *http.Request) (*http.Request, *oneShotBody) {
+	if !hasBody(req) || req.GetBody != nil {
+		return req, nil
+	}
+	held := newOneShotBody(req.Body)
+	first := req.WithContext(req.Context()) // shallow copy: never modify the caller's request
+	first.Body = held
+	return first, held
+}
+
+// replayBody hands out the body for each replay attempt (DESIGN §3).
+type replayBody struct {
+	req     *http.Request
+	current *oneShotBody // the one-shot body as last handed out, if any
+}
+
+// next returns a body for the next attempt, or why there is none.
+func (s *replayBody) next() (io.ReadCloser, error) {
+	switch {
+	case !hasBody(s.req):
+		return s.req.Body, nil
+	case s.req.GetBody != nil:
+		body, err := s.req.GetBody()
+		if err != nil {
+			return nil, fmt.Errorf("upgrade: GetBody: %w", err)
+		}
+		return body, nil
+	}
+	rc, ok := s.current.take()
+	if !ok {
+		return nil, ErrBodyNotReplayable
+	}
+	s.current = newOneShotBody(rc)
+	return s.current, nil
+}
+
+// done ends the replay: whoever holds the one-shot body last closes it.
+func (s *replayBody) done() { s.current.release() }
+
+// drain426 reads a bounded prefix of the 426 body, closes it, and leaves the
+// prefix in its place so an *UpgradeError can still show it.
+func drain426(resp *http.Response) {
+	body := resp.Body
+	closeBody := sync.OnceFunc(func() { body.Close() })
+	timer := time.AfterFunc(drainTimeout, closeBody)
+	prefix, _ := io.ReadAll(io.LimitReader(body, drainLimit))
+	timer.Stop()
+	closeBody()
+	resp.Body = io.NopCloser(bytes.NewReader(prefix))
+}
+
+// removeHopByHop deletes the headers that belong to one HTTP/1.1 connection
+// (RFC 9110 §7.6.1); HTTP/2 and HTTP/3 forbid them and Go's h2 client
+// rejects some of them.
+func removeHopByHop(h http.Header) {
+	for _, line := range h["Connection"] {
+		for name := range strings.SplitSeq(line, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range []string{"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding"} {
+		h.Del(name)
+	}
+	if te, ok := h["Te"]; ok {
+		if httpguts.HeaderValuesContainsToken(te, "trailers") {
+			h["Te"] = []string{"trailers"}
+		} else {
+			delete(h, "Te")
+		}
+	}
+}

@@ -1,0 +1,321 @@
+package upgrade
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/h426/upgrade/internal/testserver"
+)
+
+// DESIGN §3: which bodies may be sent again, and that the server receives
+// exactly the caller's bytes when they are.
+func TestReplayBodies(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	tests := []struct {
+		name       string
+		method     string
+		body       func() io.Reader // nil: no body
+		expect     bool             // send Expect: 100-continue
+		wantStatus int
+		wantBody   []byte // what the replay must deliver
+	}{
+		{"GET without body", "GET", nil, false, 200, nil},
+		{"DELETE without body", "DELETE", nil, false, 200, nil},
+		{"POST with NoBody", "POST", func() io.Reader { return http.NoBody }, false, 200, nil},
+		{"POST with GetBody", "POST", func() io.Reader { return bytes.NewReader(payload) }, false, 200, payload},
+		{"PUT with GetBody", "PUT", func() io.Reader { return strings.NewReader("small") }, false, 200, []byte("small")},
+		{"one-shot body already sent", "POST", func() io.Reader { return &countingBody{r: bytes.NewReader(payload)} }, false, 426, nil},
+		{"one-shot body held back by 100-continue", "POST", func() io.Reader { return &countingBody{r: bytes.NewReader(payload)} }, true, 200, payload},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+			base := legacyBase(t, s.CertPool())
+			base.ExpectContinueTimeout = 5 * time.Second
+			tr := newTransport(t, base)
+			var body io.Reader
+			if tt.body != nil {
+				body = tt.body()
+			}
+			req := newRequest(t, testContext(t), tt.method, s.URL, body)
+			if tt.expect {
+				req.Header.Set("Expect", "100-continue")
+			}
+
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			seen := s.Requests()
+			if tt.wantStatus == 426 {
+				if len(seen) != 1 {
+					t.Errorf("server saw %d requests, want 1", len(seen))
+				}
+			} else {
+				if len(seen) != 2 || seen[1].Method != tt.method {
+					t.Fatalf("server saw %+v, want the %s replayed once", seen, tt.method)
+				}
+				if got := seen[1]; got.BodyLen != int64(len(tt.wantBody)) || got.BodySHA256 != sha256.Sum256(tt.wantBody) {
+					t.Errorf("replay delivered %d bytes (sha %x), want %d", got.BodyLen, got.BodySHA256[:4], len(tt.wantBody))
+				}
+			}
+			if cb, ok := body.(*countingBody); ok {
+				cb.waitCloses(t)
+			}
+		})
+	}
+}
+
+// A one-shot body is closed once, whether or not it gets replayed and
+// whatever the outcome.
+func TestOneShotBodyClosedOnce(t *testing.T) {
+	tests := []struct {
+		name    string
+		server  testserver.Config
+		expect  bool
+		wantErr bool
+	}{
+		{"no 426", testserver.Config{TLS: true}, false, false},
+		{"426 and no usable offer", testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"websocket"}}, true, false},
+		{"426 and replay", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, true, false},
+		{"426 and every attempt fails", testserver.Config{TLS: true, HTTP1Only: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, tt.server)
+			base := legacyBase(t, s.CertPool())
+			base.ExpectContinueTimeout = 5 * time.Second
+			tr := newTransport(t, base)
+			body := &countingBody{r: strings.NewReader("payload")}
+			req := newRequest(t, testContext(t), "POST", s.URL, body)
+			if tt.expect {
+				req.Header.Set("Expect", "100-continue")
+			}
+			resp, err := tr.RoundTrip(req)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want error: %v", err, tt.wantErr)
+			}
+			if resp != nil {
+				readAll(t, resp)
+			}
+			body.waitCloses(t)
+		})
+	}
+}
+
+func TestGetBodyErrorReturnsThe426(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	var rec recorder
+	req := newRequest(t, WithTrace(testContext(t), rec.trace()), "POST", s.URL, strings.NewReader("x"))
+	broken := errors.New("source gone")
+	req.GetBody = func() (io.ReadCloser, error) { return nil, broken }
+
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 426 || s.Count() != 1 {
+		t.Errorf("status %d after %d requests, want the 426 after 1", resp.StatusCode, s.Count())
+	}
+	if reason := rec.reason(t); !errors.Is(reason, broken) {
+		t.Errorf("reason %v, want the GetBody error", reason)
+	}
+}
+
+// The replay is a clone: the caller's request is untouched, and the headers
+// that belong to one HTTP/1.1 connection do not reach HTTP/2.
+func TestReplayLeavesCallerRequestAndDropsHopByHop(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	req := newRequest(t, testContext(t), "POST", s.URL+"/p?q=1", strings.NewReader("body"))
+	req.Header.Set("Connection", "X-Hop, keep-alive")
+	req.Header.Set("X-Hop", "1")
+	req.Header.Set("Keep-Alive", "timeout=5")
+	req.Header.Set("Proxy-Connection", "keep-alive")
+	req.Header.Set("TE", "trailers, deflate")
+	req.Header.Set("X-End-To-End", "kept")
+	before := req.Header.Clone()
+	beforeURL := req.URL.String()
+
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+		t.Fatalf("got %d over %s, want 200 over HTTP/2.0", resp.StatusCode, resp.Proto)
+	}
+	if req.URL.String() != beforeURL || len(req.Header) != len(before) {
+		t.Errorf("caller's request changed: %s %v", req.URL, req.Header)
+	}
+	for name, values := range before {
+		if strings.Join(req.Header[name], ",") != strings.Join(values, ",") {
+			t.Errorf("caller's header %s changed to %q", name, req.Header[name])
+		}
+	}
+	replayed := s.Requests()[1].Header
+	for _, name := range []string{"Connection", "X-Hop", "Keep-Alive", "Proxy-Connection"} {
+		if v, ok := replayed[name]; ok {
+			t.Errorf("replay carried hop-by-hop %s: %q", name, v)
+		}
+	}
+	if got := replayed.Get("Te"); got != "trailers" {
+		t.Errorf("replay's TE %q, want trailers", got)
+	}
+	if got := replayed.Get("X-End-To-End"); got != "kept" {
+		t.Errorf("replay lost an end-to-end header: %q", got)
+	}
+}
+
+// A 426 body that never ends, or trickles, is cut at the drain bound: the
+// replay still completes, within the request's own deadline.
+func TestDrainIsBounded(t *testing.T) {
+	tests := []struct {
+		name  string
+		write func(w io.Writer, flush func(), ctx context.Context)
+	}{
+		{"endless", func(w io.Writer, flush func(), ctx context.Context) {
+			chunk := bytes.Repeat([]byte("x"), 4096)
+			for ctx.Err() == nil {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+				flush()
+			}
+		}},
+		{"one byte at a time", func(w io.Writer, flush func(), ctx context.Context) {
+			for ctx.Err() == nil {
+				if _, err := w.Write([]byte("x")); err != nil {
+					return
+				}
+				flush()
+				select {
+				case <-ctx.Done():
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			refuse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Upgrade", "HTTP/2")
+				w.WriteHeader(http.StatusUpgradeRequired)
+				tt.write(w, w.(http.Flusher).Flush, r.Context())
+			})
+			s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Refuse: refuse})
+			tr := newTransport(t, legacyBase(t, s.CertPool()))
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+
+			resp, err := tr.RoundTrip(newRequest(t, ctx, "GET", s.URL, nil))
+			if err != nil {
+				t.Fatalf("replay held up by the 426 body: %v", err)
+			}
+			readAll(t, resp)
+			if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+				t.Errorf("got %d over %s", resp.StatusCode, resp.Proto)
+			}
+		})
+	}
+}
+
+// Offers are tried in order; a failure before any connection moves on to
+// the next, and the upgraded transports use Base's dialer.
+func TestFallbackOnConnectionFailure(t *testing.T) {
+	// The server does not speak HTTP/2, so ALPN fails and TLS/1.3 is next.
+	s := startServer(t, testserver.Config{TLS: true, HTTP1Only: true, Require: testserver.RequireTLS13, Upgrade: []string{"HTTP/2, TLS/1.3"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	var rec recorder
+	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || tlsVersion(resp) != 0x0304 {
+		t.Errorf("got %d over TLS %x, want 200 over TLS 1.3", resp.StatusCode, tlsVersion(resp))
+	}
+	if len(rec.finished) != 2 || !rec.finished[0].Fallback || rec.finished[0].Err == nil || rec.finished[1].Err != nil {
+		t.Errorf("attempts traced %+v, want HTTP/2 failing over to TLS/1.3", rec.finished)
+	}
+	if n := s.Count(); n != 2 {
+		t.Errorf("server saw %d requests, want 2", n)
+	}
+}
+
+func TestInheritsDialerAndProxy(t *testing.T) {
+	t.Run("dialer", func(t *testing.T) {
+		s := startServer(t, testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}})
+		base := legacyBase(t, nil)
+		dials := make(chan string, 10)
+		base.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials <- addr
+			return new(net.Dialer).DialContext(ctx, network, addr)
+		}
+		tr := newTransport(t, base)
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.Proto != "HTTP/2.0" || len(dials) != 2 {
+			t.Errorf("replay over %s after %d dials through Base's dialer, want HTTP/2.0 after 2", resp.Proto, len(dials))
+		}
+	})
+	t.Run("proxy refuses h2c", func(t *testing.T) {
+		s := startServer(t, testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}})
+		base := legacyBase(t, nil)
+		// A "proxy" that is the origin itself: it serves absolute-form requests.
+		proxyURL, _ := url.Parse(s.URL)
+		base.Proxy = http.ProxyURL(proxyURL)
+		tr := newTransport(t, base)
+		var rec recorder
+		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", "http://origin.test/", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.StatusCode != 426 || s.Count() != 1 {
+			t.Errorf("got %d after %d requests, want the 426 after 1", resp.StatusCode, s.Count())
+		}
+		if skipped := rec.decided[0].Skipped; len(skipped) != 1 || !errors.Is(skipped[0].Reason, ErrProxied) {
+			t.Errorf("skipped %v, want h2c refused for the proxy", skipped)
+		}
+	})
+}
+
+func TestTraceReportsTheUpgradePath(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"h2c, HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	var rec recorder
+	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if len(rec.got426) != 1 || len(rec.got426[0].Offered) != 2 || rec.got426[0].Proto != "HTTP/1.1" {
+		t.Errorf("Got426 %+v", rec.got426)
+	}
+	d := rec.decided[0]
+	if len(d.Candidates) != 1 || d.Candidates[0].String() != "HTTP/2" || len(d.Skipped) != 1 || !errors.Is(d.Skipped[0].Reason, ErrDowngrade) {
+		t.Errorf("Decided %+v", d)
+	}
+	if len(rec.started) != 1 || len(rec.finished) != 1 || rec.finished[0].Proto != "HTTP/2.0" || rec.finished[0].Err != nil {
+		t.Errorf("replay traced as %v then %+v", rec.started, rec.finished)
+	}
+}

@@ -1,0 +1,91 @@
+package upgrade
+
+import "context"
+
+// Trace holds hooks called while a [Transport] handles a 426, in the style
+// of net/http/httptrace. Any hook may be nil. Hooks run on the goroutine
+// calling RoundTrip and must not retain the slices they are given.
+type Trace struct {
+	// Got426 is called when a response has status 426 Upgrade Required.
+	Got426 func(Got426Info)
+	// Decided is called once per 426 with the protocols that will be tried,
+	// in order, and why the other offers were left out. When nothing will
+	// be tried, Reason says why and the 426 is returned to the caller.
+	Decided func(DecisionInfo)
+	// ReplayStart is called before the request is sent again over p.
+	ReplayStart func(p Protocol)
+	// ReplayDone is called when that attempt ends.
+	ReplayDone func(ReplayDoneInfo)
+}
+
+// Got426Info describes a 426 response.
+type Got426Info struct {
+	Offered []Protocol // the Upgrade header, parsed, in the server's order
+	Err     error      // a *ParseError when the header is malformed
+	Proto   string     // the protocol the 426 came over, such as "HTTP/1.1"
+	TLS     uint16     // the TLS version it came over; 0 in clear
+}
+
+// DecisionInfo says what the transport does with a 426.
+type DecisionInfo struct {
+	Candidates []Protocol // to be tried in this order; empty when Reason is set
+	Skipped    []Skipped  // offers left out
+	Reason     error      // why nothing will be tried, nil otherwise
+}
+
+// Skipped is an offer that will not be tried and why, such as ErrDowngrade.
+type Skipped struct {
+	Protocol Protocol
+	Reason   error
+}
+
+// ReplayDoneInfo reports one replay attempt.
+type ReplayDoneInfo struct {
+	Protocol Protocol
+	Err      error  // nil when a response came back
+	Proto    string // the response's protocol, such as "HTTP/2.0"
+	TLS      uint16 // the response's TLS version; 0 in clear
+	// Fallback is set when Err happened before the request left, so the next
+	// candidate will be tried.
+	Fallback bool
+}
+
+type traceKey struct{}
+
+// WithTrace returns a context whose requests report to trace.
+func WithTrace(ctx context.Context, trace *Trace) context.Context {
+	return context.WithValue(ctx, traceKey{}, trace)
+}
+
+// traceFrom returns the request's trace, or an empty one so callers need not
+// check each hook for nil.
+func traceFrom(ctx context.Context) *Trace {
+	if t, ok := ctx.Value(traceKey{}).(*Trace); ok && t != nil {
+		return t
+	}
+	return &Trace{}
+}
+
+func (t *Trace) got426(info Got426Info) {
+	if t.Got426 != nil {
+		t.Got426(info)
+	}
+}
+
+func (t *Trace) decided(info DecisionInfo) {
+	if t.Decided != nil {
+		t.Decided(info)
+	}
+}
+
+func (t *Trace) replayStart(p Protocol) {
+	if t.ReplayStart != nil {
+		t.ReplayStart(p)
+	}
+}
+
+func (t *Trace) replayDone(info ReplayDoneInfo) {
+	if t.ReplayDone != nil {
+		t.ReplayDone(info)
+	}
+}

@@ -1,0 +1,316 @@
+package upgrade
+
+import (
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/h426/upgrade/internal/testserver"
+)
+
+// Each upgrade target, from the protocol a legacy client speaks to the one
+// the server demands.
+func TestUpgradeTargets(t *testing.T) {
+	tests := []struct {
+		name      string
+		server    testserver.Config
+		floor     uint16
+		wantProto string
+		wantTLS   uint16 // 0: in clear
+		wantALPN  string
+	}{
+		{"h1 to h2 via HTTP/2", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, 0, "HTTP/2.0", tls.VersionTLS12, "h2"},
+		{"h1 to h2 via HTTP/2.0", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2.0"}}, 0, "HTTP/2.0", tls.VersionTLS12, "h2"},
+		{"h1 to h2 via lower-case h2", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"H2"}}, 0, "HTTP/2.0", tls.VersionTLS12, "h2"},
+		{"h1 to h2c via h2c", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}, 0, "HTTP/2.0", 0, ""},
+		{"h1 to h2c via HTTP/2", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, 0, "HTTP/2.0", 0, ""},
+		{"TLS 1.2 to 1.3", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}, 0, "HTTP/1.1", tls.VersionTLS13, ""},
+		{"TLS/1.2 under a 1.3 floor", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.2"}}, tls.VersionTLS13, "HTTP/1.1", tls.VersionTLS13, ""},
+		{"first usable offer wins", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"websocket, h2c", "HTTP/2, TLS/1.3"}}, 0, "HTTP/2.0", tls.VersionTLS12, "h2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, tt.server)
+			tr := newTransport(t, legacyBase(t, s.CertPool()))
+			tr.MinTLSVersion = tt.floor
+
+			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL+"/x", nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readAll(t, resp); resp.StatusCode != 200 || body != "ok\n" {
+				t.Fatalf("status %d body %q, want 200 ok", resp.StatusCode, body)
+			}
+			if resp.Proto != tt.wantProto {
+				t.Errorf("Proto %s, want %s", resp.Proto, tt.wantProto)
+			}
+			if got := tlsVersion(resp); got != tt.wantTLS && !(tt.wantTLS == tls.VersionTLS12 && got >= tt.wantTLS) {
+				t.Errorf("TLS %s, want %s", tls.VersionName(got), tls.VersionName(tt.wantTLS))
+			}
+			seen := s.Requests()
+			if len(seen) != 2 || !seen[0].Refused || seen[1].Refused {
+				t.Fatalf("server saw %+v, want one refused request then one served", seen)
+			}
+			if seen[1].Proto != tt.wantProto || seen[1].ALPN != tt.wantALPN || seen[1].Path != "/x" || seen[1].Method != "GET" {
+				t.Errorf("replay arrived as %s ALPN %q %s %s", seen[1].Proto, seen[1].ALPN, seen[1].Method, seen[1].Path)
+			}
+		})
+	}
+}
+
+// A 426 whose offers would change nothing, or are not ours to take, comes
+// back untouched with its body readable, after a single request.
+func TestUnusableOffersReturnThe426(t *testing.T) {
+	tests := []struct {
+		name       string
+		tls        bool
+		upgrade    []string
+		wantReason error
+		wantSkip   error
+	}{
+		{"no Upgrade header", true, nil, ErrNoUsableOffer, nil},
+		{"empty Upgrade header", true, []string{""}, ErrNoUsableOffer, nil},
+		{"websocket", true, []string{"websocket"}, ErrNoUsableOffer, ErrUnsupportedOffer},
+		{"HTTP/1.1", true, []string{"HTTP/1.1"}, ErrNoUsableOffer, ErrUnsupportedOffer},
+		{"unknown TLS version", true, []string{"TLS/2.0"}, ErrNoUsableOffer, ErrUnsupportedOffer},
+		{"h2c on https would drop TLS", true, []string{"h2c"}, ErrNoUsableOffer, ErrDowngrade},
+		{"TLS/1.0 on a TLS 1.2 connection", true, []string{"TLS/1.0"}, ErrNoUsableOffer, ErrNoChange},
+		{"TLS on a TLS 1.2 connection", true, []string{"TLS"}, ErrNoUsableOffer, ErrNoChange},
+		{"TLS on http (RFC 2817) not built", false, []string{"TLS/1.2"}, ErrNoUsableOffer, ErrUnsupportedOffer},
+		{"malformed header", true, []string{"HTTP/2, web socket"}, new(ParseError), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, testserver.Config{TLS: tt.tls, Require: testserver.RefuseAll, Upgrade: tt.upgrade})
+			tr := newTransport(t, legacyBase(t, s.CertPool()))
+			var rec recorder
+			ctx := WithTrace(testContext(t), rec.trace())
+
+			resp, err := tr.RoundTrip(newRequest(t, ctx, "GET", s.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readAll(t, resp); resp.StatusCode != 426 || body != "426 upgrade required\n" {
+				t.Errorf("status %d body %q, want the 426 and its body", resp.StatusCode, body)
+			}
+			if n := s.Count(); n != 1 {
+				t.Errorf("server saw %d requests, want 1", n)
+			}
+			reason := rec.reason(t)
+			if pe := new(ParseError); errors.As(tt.wantReason, &pe) {
+				if !errors.As(reason, &pe) {
+					t.Errorf("reason %v, want a *ParseError", reason)
+				}
+			} else if !errors.Is(reason, tt.wantReason) {
+				t.Errorf("reason %v, want %v", reason, tt.wantReason)
+			}
+			if tt.wantSkip != nil {
+				skipped := rec.decided[0].Skipped
+				if len(skipped) != 1 || !errors.Is(skipped[0].Reason, tt.wantSkip) {
+					t.Errorf("skipped %v, want one for %v", skipped, tt.wantSkip)
+				}
+			}
+		})
+	}
+}
+
+// Responses other than 426 pass through as they are, Upgrade header or not.
+func TestNon426PassesThrough(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Upgrade", "HTTP/2")
+		w.WriteHeader(http.StatusOK)
+	})})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/1.1" || s.Count() != 1 {
+		t.Errorf("status %d over %s, server saw %d; want 200 over HTTP/1.1 once", resp.StatusCode, resp.Proto, s.Count())
+	}
+}
+
+// fixedResponse is a RoundTripper answering every request with one response.
+type fixedResponse struct {
+	resp  *http.Response
+	calls int
+}
+
+func (f *fixedResponse) RoundTrip(*http.Request) (*http.Response, error) {
+	f.calls++
+	return f.resp, nil
+}
+
+func TestNon426IsTheSameObjectAndCostsNoAllocation(t *testing.T) {
+	want := &http.Response{StatusCode: 200, Header: http.Header{"Upgrade": {"h2c"}}, Body: http.NoBody}
+	base := &fixedResponse{resp: want}
+	tr := &Transport{Base: base}
+	req, _ := http.NewRequest("GET", "http://127.0.0.1/", nil)
+
+	got, err := tr.RoundTrip(req)
+	if err != nil || got != want || base.calls != 1 {
+		t.Fatalf("got %p, %v after %d calls; want the base's response %p after 1", got, err, base.calls, want)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { tr.RoundTrip(req) }); allocs != 0 {
+		t.Errorf("pass-through allocates %v times per request", allocs)
+	}
+}
+
+// The loop guard: one replay per RoundTrip, also across nested Transports.
+func TestLoopGuard(t *testing.T) {
+	tests := []struct {
+		name string
+		wrap func(t *testing.T, base http.RoundTripper) http.RoundTripper
+	}{
+		{"one transport", func(t *testing.T, base http.RoundTripper) http.RoundTripper { return newTransport(t, base) }},
+		{"nested transports", func(t *testing.T, base http.RoundTripper) http.RoundTripper {
+			return newTransport(t, newTransport(t, base))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"HTTP/2"}})
+			rt := tt.wrap(t, legacyBase(t, s.CertPool()))
+			resp, err := rt.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if resp.StatusCode != 426 || resp.Proto != "HTTP/2.0" {
+				t.Errorf("got %d over %s, want the replay's 426 over HTTP/2.0", resp.StatusCode, resp.Proto)
+			}
+			if n := s.Count(); n != 2 {
+				t.Errorf("server saw %d requests, want 2", n)
+			}
+		})
+	}
+}
+
+func TestCheckUpgrade(t *testing.T) {
+	veto := errors.New("not today")
+	tests := []struct {
+		name       string
+		check      CheckUpgradeFunc
+		wantStatus int
+		wantTLS    uint16
+		wantReason error
+	}{
+		{"veto", func(*http.Request, *http.Response, []Protocol) ([]Protocol, error) { return nil, veto }, 426, tls.VersionTLS12, veto},
+		{"choose none", func(*http.Request, *http.Response, []Protocol) ([]Protocol, error) { return nil, nil }, 426, tls.VersionTLS12, ErrNoUsableOffer},
+		{"reorder", func(_ *http.Request, _ *http.Response, usable []Protocol) ([]Protocol, error) {
+			return []Protocol{usable[1], usable[0]}, nil
+		}, 200, tls.VersionTLS13, nil},
+		{"cannot widen", func(*http.Request, *http.Response, []Protocol) ([]Protocol, error) {
+			return []Protocol{{"h2c", ""}}, nil
+		}, 426, tls.VersionTLS12, ErrNoUsableOffer},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"HTTP/2, TLS/1.3, h2c"}})
+			tr := newTransport(t, legacyBase(t, s.CertPool()))
+			tr.CheckUpgrade = tt.check
+			var rec recorder
+			resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if resp.StatusCode != tt.wantStatus || tlsVersion(resp) != tt.wantTLS {
+				t.Errorf("got %d over %s, want %d over %s", resp.StatusCode, tls.VersionName(tlsVersion(resp)), tt.wantStatus, tls.VersionName(tt.wantTLS))
+			}
+			if reason := rec.reason(t); !errors.Is(reason, tt.wantReason) {
+				t.Errorf("reason %v, want %v", reason, tt.wantReason)
+			}
+		})
+	}
+}
+
+// Upgraded transports inherit the caller's TLS settings; TLSClientConfig
+// on the Transport overrides them.
+func TestInheritsTLSSettings(t *testing.T) {
+	t.Run("client certificate from Base", func(t *testing.T) {
+		clientCA, err := testserver.NewCA()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := clientCA.ClientCert("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := startServer(t, testserver.Config{TLS: true, ClientCAs: clientCA.CertPool(), Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}})
+		base := legacyBase(t, s.CertPool())
+		base.TLSClientConfig.Certificates = []tls.Certificate{cert}
+		base.TLSClientConfig.ServerName = "localhost"
+		tr := newTransport(t, base)
+
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		seen := s.Requests()
+		if resp.StatusCode != 200 || len(seen) != 2 || seen[1].ClientCert != "alice" || seen[1].TLSVersion != tls.VersionTLS13 {
+			t.Errorf("status %d, server saw %+v; want the replay over TLS 1.3 with alice's certificate", resp.StatusCode, seen)
+		}
+		if resp.TLS.ServerName != "localhost" {
+			t.Errorf("replay's ServerName %q, want the inherited localhost", resp.TLS.ServerName)
+		}
+	})
+	t.Run("TLSClientConfig overrides Base", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+		otherCA, err := testserver.NewCA()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		tr.TLSClientConfig = &tls.Config{RootCAs: otherCA.CertPool()}
+
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		var ue *UpgradeError
+		if !errors.As(err, &ue) {
+			t.Fatalf("got %v, %v; want an *UpgradeError", resp, err)
+		}
+		var certErr *tls.CertificateVerificationError
+		if !errors.As(err, &certErr) {
+			t.Errorf("error %v does not carry the certificate failure", err)
+		}
+		if ue.Response.StatusCode != 426 || readAll(t, ue.Response) != "426 upgrade required\n" {
+			t.Errorf("UpgradeError.Response is not the buffered 426")
+		}
+		if len(ue.Attempts) != 1 || ue.Attempts[0].Protocol.String() != "HTTP/2" || len(ue.Offered) != 1 {
+			t.Errorf("attempts %v offered %v", ue.Attempts, ue.Offered)
+		}
+		if !strings.HasPrefix(err.Error(), "upgrade: ") {
+			t.Errorf("message %q lacks the package prefix", err)
+		}
+		if n := s.Count(); n != 1 {
+			t.Errorf("server saw %d requests, want only the first", n)
+		}
+	})
+}
+
+func TestCloseReleasesAndRefuses(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	tr := &Transport{Base: legacyBase(t, s.CertPool())}
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	body := &countingBody{r: strings.NewReader("x")}
+	req := newRequest(t, testContext(t), "POST", s.URL, body)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, ErrClosed) {
+		t.Fatalf("RoundTrip after Close: %v, want ErrClosed", err)
+	}
+	body.waitCloses(t)
+	// goleak in TestMain checks that the HTTP/2 connection is gone.
+}
