@@ -1,0 +1,233 @@
+// Package testserver provides strict HTTP servers on loopback for testing the
+// upgrade transport: servers that answer 426 Upgrade Required (RFC 9110
+// section 15.5.22) to requests that do not meet their demand, and record every
+// request they see.
+//
+// A server listens on one port of 127.0.0.1, over TLS or in clear, speaking
+// HTTP/1.1 and HTTP/2 (h2c with prior knowledge in clear) unless told to speak
+// HTTP/1.1 only. Certificates come from an in-memory CA:
+//
+//	s, err := testserver.Start(testserver.Config{
+//		TLS:     true,
+//		Require: testserver.RequireHTTP2,
+//		Upgrade: []string{"h2"},
+//	})
+//	if err != nil { ... }
+//	defer s.Close()
+//	client := &http.Client{Transport: &http.Transport{
+//		TLSClientConfig: &tls.Config{RootCAs: s.CertPool()},
+//	}}
+//
+// Start a fresh server per test; Close leaves no goroutine or connection behind.
+package testserver
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"sync"
+)
+
+// Requirement reports whether a request meets the server's demand. Requests
+// that do not are refused (426 by default, see Config.Refuse). It is called
+// before the request body is read.
+type Requirement func(r *http.Request) bool
+
+// Requirements for Config.Require.
+var (
+	// RequireHTTP2 demands HTTP/2 or later.
+	RequireHTTP2 Requirement = func(r *http.Request) bool { return r.ProtoMajor >= 2 }
+
+	// RequireTLS13 demands TLS 1.3 or later.
+	RequireTLS13 Requirement = func(r *http.Request) bool {
+		return r.TLS != nil && r.TLS.Version >= tls.VersionTLS13
+	}
+
+	// RequireTLS demands TLS of any version.
+	RequireTLS Requirement = func(r *http.Request) bool { return r.TLS != nil }
+
+	// RefuseAll is never met: the server answers 426 to everything, so a
+	// client that keeps upgrading can be caught looping.
+	RefuseAll Requirement = func(*http.Request) bool { return false }
+)
+
+// Config says how a server listens, what it demands and how it answers. The
+// zero value is a cleartext server speaking HTTP/1.1 and h2c that serves
+// every request with 200 "ok\n".
+type Config struct {
+	// TLS serves https on a TLS listener; false serves cleartext http.
+	TLS bool
+
+	// MinTLSVersion and MaxTLSVersion bound the server's TLS versions;
+	// 0 means the crypto/tls default. Ignored unless TLS is set.
+	MinTLSVersion, MaxTLSVersion uint16
+
+	// HTTP1Only stops the server speaking HTTP/2: no "h2" in ALPN over
+	// TLS, no h2c in clear.
+	HTTP1Only bool
+
+	// CA issues the server certificate; nil means a fresh CA per server.
+	CA *CA
+
+	// ClientCAs, when set, makes the TLS handshake require a client
+	// certificate signed by one of its CAs. Ignored unless TLS is set.
+	ClientCAs *x509.CertPool
+
+	// Require is the server's demand; nil means every request is served.
+	Require Requirement
+
+	// Upgrade holds the values of the Upgrade header lines the default
+	// refusal sends, raw, one element per header line (so tests can send
+	// malformed or split lists); nil means no Upgrade header.
+	Upgrade []string
+
+	// Refuse, when set, writes the refusal instead of the default 426, for
+	// hostile or broken servers. It must not be slow to return after the
+	// connection closes, or Close waits for it.
+	Refuse http.Handler
+
+	// Handler serves the requests that meet Require, after their body has
+	// been read and recorded; nil means 200 with body "ok\n".
+	Handler http.Handler
+}
+
+// Server is a strict HTTP server on a loopback port, started by Start. It is
+// safe for concurrent use.
+type Server struct {
+	URL  string // base URL with no trailing slash: "https://127.0.0.1:PORT" or "http://127.0.0.1:PORT"
+	Addr string // "127.0.0.1:PORT"
+
+	cfg Config
+	ca  *CA
+
+	// tlsConfig is built once and is nil in clear; every listener on the
+	// port must share it so all of them present the same certificate.
+	tlsConfig *tls.Config
+
+	// tcp owns the TCP port and every connection accepted on it, apart from
+	// the http.Server, so other ways of serving the same port can be added.
+	tcp    *trackingListener
+	http   *http.Server
+	served chan struct{} // closed when http.Server.Serve has returned
+
+	// handlers counts running handlers. Add is only called under mu while
+	// closed is false, so Close's Wait cannot race with it.
+	handlers sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu       sync.Mutex // guards requests, refused and closed
+	requests []Request  // in arrival order
+	refused  int
+	closed   bool
+}
+
+// Start starts a server on 127.0.0.1 at a port chosen by the OS. The caller
+// must Close it.
+func Start(cfg Config) (*Server, error) {
+	s := &Server{cfg: cfg, ca: cfg.CA, served: make(chan struct{})}
+	if s.ca == nil {
+		ca, err := NewCA()
+		if err != nil {
+			return nil, err
+		}
+		s.ca = ca
+	}
+	if cfg.TLS {
+		cert, err := s.ca.ServerCert()
+		if err != nil {
+			return nil, err
+		}
+		s.tlsConfig = newTLSConfig(cfg, cert)
+	}
+
+	tcp, err := listen()
+	if err != nil {
+		return nil, err
+	}
+	s.tcp = tcp
+	s.Addr = tcp.Addr().String()
+	s.http = &http.Server{
+		Handler:   http.HandlerFunc(s.serveHTTP),
+		Protocols: protocols(cfg),
+		// Tests provoke failed handshakes on purpose; do not log them.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+
+	var ln net.Listener = tcp
+	s.URL = "http://" + s.Addr
+	if s.tlsConfig != nil {
+		ln = tls.NewListener(tcp, s.tlsConfig)
+		s.URL = "https://" + s.Addr
+	}
+	go func() {
+		defer close(s.served)
+		s.http.Serve(ln) // returns http.ErrServerClosed once Close has begun
+	}()
+	return s, nil
+}
+
+// Close closes the listener and every connection, hijacked ones included,
+// and waits for running handlers to return. Requests arriving meanwhile are
+// aborted. Close may be called more than once; later calls return the first
+// call's result.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+
+		s.closeErr = s.http.Close()
+		<-s.served // nothing is accepted after Serve returns
+		s.tcp.closeAll()
+		s.handlers.Wait()
+	})
+	return s.closeErr
+}
+
+// enter registers a handler unless Close has begun.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.handlers.Add(1)
+	return true
+}
+
+// CA returns the CA that issued the server certificate.
+func (s *Server) CA() *CA { return s.ca }
+
+// CertPool returns roots that trust the server: s.CA().CertPool().
+func (s *Server) CertPool() *x509.CertPool { return s.ca.CertPool() }
+
+// Requests returns a copy of every request seen, in arrival order.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make([]Request, len(s.requests))
+	for i, r := range s.requests {
+		r.Header = r.Header.Clone()
+		seen[i] = r
+	}
+	return seen
+}
+
+// Count returns the number of requests seen, refused or served.
+func (s *Server) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.requests)
+}
+
+// Refused returns the number of requests answered with the refusal.
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
+}
