@@ -33,7 +33,7 @@ func (t *Transport) replay(req *http.Request, bodies *replayBody, first io.ReadC
 		trace.replayStart(c.offer)
 		resp, connected, err := t.send(req, c.target, body)
 		if err == nil {
-			trace.replayDone(ReplayDoneInfo{Protocol: c.offer, Proto: resp.Proto, TLS: tlsVersion(resp)})
+			trace.replayDone(ReplayDoneInfo{Protocol: c.offer, StatusCode: resp.StatusCode, Proto: resp.Proto, TLS: tlsVersion(resp)})
 			return resp, nil
 		}
 		attempts = append(attempts, Attempt{Protocol: c.offer, Err: err})
@@ -73,7 +73,26 @@ func (t *Transport) send(req *http.Request, tgt target, body io.ReadCloser) (res
 		removeHopByHop(out.Header)
 	}
 	resp, err = rt.RoundTrip(out)
+	if err == nil {
+		resp.Body = &releasingBody{ReadCloser: resp.Body, t: t, rt: rt}
+	}
 	return resp, gotConn.Load(), err
+}
+
+// releasingBody lets a connection that was busy when Close ran go when its
+// response is done: CloseIdleConnections alone leaves it pooled (h2c keeps it).
+type releasingBody struct {
+	io.ReadCloser
+	t  *Transport
+	rt http.RoundTripper
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	if b.t.closed.Load() {
+		closeIdle(b.rt)
+	}
+	return err
 }
 
 func tlsVersion(resp *http.Response) uint16 {

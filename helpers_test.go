@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -126,5 +127,42 @@ func (b *countingBody) waitCloses(t testing.TB) {
 	}
 	if n := b.closes.Load(); n != 1 {
 		t.Errorf("request body closed %d times, want 1", n)
+	}
+}
+
+// connCounter dials through net.Dialer and counts the connections still open.
+type connCounter struct {
+	open atomic.Int32
+}
+
+func (c *connCounter) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := new(net.Dialer).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.open.Add(1)
+	return &countedConn{Conn: conn, counter: c}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	counter *connCounter
+	once    sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.counter.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// waitAllClosed waits for every counted connection to be closed.
+func (c *connCounter) waitAllClosed(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.open.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := c.open.Load(); n != 0 {
+		t.Errorf("%d client connections still open", n)
 	}
 }

@@ -41,10 +41,11 @@ type Skipped struct {
 
 // ReplayDoneInfo reports one replay attempt.
 type ReplayDoneInfo struct {
-	Protocol Protocol
-	Err      error  // nil when a response came back
-	Proto    string // the response's protocol, such as "HTTP/2.0"
-	TLS      uint16 // the response's TLS version; 0 in clear
+	Protocol   Protocol
+	Err        error  // nil when a response came back
+	StatusCode int    // the response's status; a 426 here is returned as it is
+	Proto      string // the response's protocol, such as "HTTP/2.0"
+	TLS        uint16 // the response's TLS version; 0 in clear
 	// Fallback is set when Err happened before the request left, so the next
 	// candidate will be tried.
 	Fallback bool

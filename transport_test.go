@@ -3,6 +3,7 @@ package upgrade
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -313,4 +314,37 @@ func TestCloseReleasesAndRefuses(t *testing.T) {
 	}
 	body.waitCloses(t)
 	// goleak in TestMain checks that the HTTP/2 connection is gone.
+}
+
+// A response still being read when Close is called releases its connection
+// once its body is closed: no connection is left open.
+func TestCloseWithResponseInFlight(t *testing.T) {
+	for _, upgrade := range []string{"HTTP/2", "h2c"} {
+		t.Run(upgrade, func(t *testing.T) {
+			release := make(chan struct{})
+			slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "o")
+				w.(http.Flusher).Flush()
+				<-release
+				io.WriteString(w, "k\n")
+			})
+			s := startServer(t, testserver.Config{TLS: upgrade == "HTTP/2", Require: testserver.RequireHTTP2, Upgrade: []string{upgrade}, Handler: slow})
+			var conns connCounter
+			base := legacyBase(t, s.CertPool())
+			base.DialContext = conns.DialContext
+			tr := &Transport{Base: base}
+			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Close(); err != nil {
+				t.Fatal(err)
+			}
+			close(release)
+			if body := readAll(t, resp); body != "ok\n" || resp.Proto != "HTTP/2.0" {
+				t.Errorf("got %q over %s", body, resp.Proto)
+			}
+			conns.waitAllClosed(t)
+		})
+	}
 }
