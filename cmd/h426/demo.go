@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/h426/upgrade"
+	"github.com/h426/upgrade/internal/testserver"
+)
+
+// rowTimeout bounds one demo row, so a hang shows as a FAIL, not a stall.
+const rowTimeout = 3 * time.Second
+
+// scenario is one demo row: a loopback server that demands something, and
+// how the client should end up.
+type scenario struct {
+	name   string
+	server testserver.Config
+	want   outcome
+}
+
+// outcome is how a row ends.
+type outcome struct {
+	status int
+	proto  string // resp.Proto
+	tls    uint16 // TLS version; 0 means not checked
+	seen   int    // requests the server saw
+}
+
+// scenarios lists the demo rows. A new kind of upgrade (HTTP/3, RFC 2817,
+// origin memory) adds a row here.
+func scenarios() []scenario {
+	return []scenario{{
+		name:   "HTTP/1.1 → HTTP/2",
+		server: testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}},
+		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 2},
+	}, {
+		name:   "HTTP/1.1 → h2c",
+		server: testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}},
+		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 2},
+	}, {
+		// The TLS upgrade keeps the caller's HTTP/1.1.
+		name:   "TLS 1.2 → 1.3",
+		server: testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}},
+		want:   outcome{status: http.StatusOK, proto: "HTTP/1.1", tls: tls.VersionTLS13, seen: 2},
+	}, {
+		name:   "unusable offer",
+		server: testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"websocket"}},
+		want:   outcome{status: http.StatusUpgradeRequired, proto: "HTTP/1.1", seen: 1},
+	}, {
+		// One replay at most: the second 426 is the answer (DESIGN §3).
+		name:   "loop",
+		server: testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"HTTP/2"}},
+		want:   outcome{status: http.StatusUpgradeRequired, proto: "HTTP/2.0", seen: 2},
+	}}
+}
+
+// result is what one row did.
+type result struct {
+	scenario
+	steps rowTrace
+	got   outcome
+	err   error
+}
+
+func (r result) ok() bool {
+	g, w := r.got, r.want
+	return r.err == nil && g.status == w.status && g.proto == w.proto && g.seen == w.seen &&
+		(w.tls == 0 || g.tls == w.tls)
+}
+
+// runDemo is "h426 demo".
+func runDemo(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "h426: demo takes no arguments, got %q\n", args)
+		return exitUsage
+	}
+	return demo(context.Background(), stdout, stderr, scenarios())
+}
+
+// demo plays every row, prints the table, and fails if any row went wrong.
+func demo(ctx context.Context, stdout, stderr io.Writer, rows []scenario) int {
+	results := make([]result, len(rows))
+	for i, sc := range rows {
+		results[i] = play(ctx, sc)
+	}
+	printTable(stdout, results)
+	code := exitOK
+	for _, r := range results {
+		if !r.ok() {
+			explain(stderr, r)
+			code = exitError
+		}
+	}
+	return code
+}
+
+// play runs one row with a fresh server and transport, both closed after.
+func play(ctx context.Context, sc scenario) result {
+	r := result{scenario: sc}
+	srv, err := testserver.Start(sc.server)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	defer srv.Close()
+	// The legacy client, so that the servers have something to refuse.
+	transport := &upgrade.Transport{Base: newBase(true, &tls.Config{RootCAs: srv.CertPool()})}
+	defer transport.Close()
+
+	ctx, cancel := context.WithTimeout(ctx, rowTimeout)
+	defer cancel()
+	resp, err := get(upgrade.WithTrace(ctx, r.steps.hooks()), transport, srv.URL+"/")
+	r.got.seen = srv.Count()
+	if err != nil {
+		r.err = err
+		return r
+	}
+	r.got.status, r.got.proto, r.got.tls = resp.StatusCode, resp.Proto, tlsVersion(resp)
+	if r.steps.first == "" { // no 426: the first answer is the final one
+		r.steps.first = fmt.Sprintf("%d %s", resp.StatusCode, resp.Proto)
+	}
+	return r
+}
+
+// get sends a GET and reads the response to the end, so the server has
+// finished with it before it is counted.
+func get(ctx context.Context, rt http.RoundTripper, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := newClient(rt).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return resp, err
+}
+
+// rowTrace keeps what the upgrade trace said, for the table. Its hooks run
+// on the goroutine calling RoundTrip, so it needs no lock.
+type rowTrace struct {
+	first  string // the first answer, when it was a 426
+	offer  string // the 426's Upgrade header
+	choice string // the protocol that answered, those to try, or why none
+}
+
+func (rt *rowTrace) hooks() *upgrade.Trace {
+	return &upgrade.Trace{
+		Got426: func(info upgrade.Got426Info) {
+			rt.first = "426 " + info.Proto
+			rt.offer = protocolList(info.Offered)
+			if info.Err != nil {
+				rt.offer = "malformed"
+			}
+		},
+		Decided: func(info upgrade.DecisionInfo) {
+			rt.choice = protocolList(info.Candidates)
+			if info.Reason != nil {
+				rt.choice = "none: " + whyNone(info)
+			}
+		},
+		ReplayDone: func(info upgrade.ReplayDoneInfo) {
+			if info.Err == nil {
+				rt.choice = info.Protocol.String()
+			}
+		},
+	}
+}
+
+// whyNone says why nothing was tried: the reason each offer was skipped
+// when that is all there is to say, otherwise the transport's reason.
+func whyNone(info upgrade.DecisionInfo) string {
+	if !errors.Is(info.Reason, upgrade.ErrNoUsableOffer) || len(info.Skipped) == 0 {
+		return short(info.Reason)
+	}
+	why := make([]string, len(info.Skipped))
+	for i, s := range info.Skipped {
+		why[i] = s.Protocol.String() + " " + short(s.Reason)
+	}
+	return strings.Join(why, "; ")
+}
+
+// short drops the package prefix the library puts on every error.
+func short(err error) string {
+	return strings.TrimPrefix(err.Error(), "upgrade: ")
+}
+
+func printTable(w io.Writer, results []result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tFIRST ANSWER\tOFFER\tCHOICE\tFINAL\tTLS\tSTATUS\tSEEN\tRESULT")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
+			r.name, dash(r.steps.first), dash(r.steps.offer), dash(r.steps.choice),
+			dash(r.got.proto), tlsColumn(r), statusColumn(r), r.got.seen, verdict(r))
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func tlsColumn(r result) string {
+	if r.err != nil || r.got.tls == 0 {
+		return "-"
+	}
+	return tls.VersionName(r.got.tls)
+}
+
+func statusColumn(r result) string {
+	if r.err != nil {
+		return "error"
+	}
+	return fmt.Sprint(r.got.status)
+}
+
+func verdict(r result) string {
+	if r.ok() {
+		return "ok"
+	}
+	return "FAIL"
+}
+
+// explain says on stderr how a failed row differs from what it should be.
+func explain(w io.Writer, r result) {
+	if r.err != nil {
+		fmt.Fprintf(w, "h426 demo: %s: %v\n", r.name, r.err)
+		return
+	}
+	fmt.Fprintf(w, "h426 demo: %s: got %s, want %s\n", r.name, r.got, r.want)
+}
+
+func (o outcome) String() string {
+	s := fmt.Sprintf("status %d over %s, server saw %d", o.status, o.proto, o.seen)
+	if o.tls != 0 {
+		s += ", " + tls.VersionName(o.tls)
+	}
+	return s
+}

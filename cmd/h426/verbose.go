@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+
+	"github.com/h426/upgrade"
+)
+
+// verbose prints, in the manner of curl -v, what happens to one request:
+// each connection and request sent, the 426 and its offers, the decision
+// and each replay. upgrade.Trace tells the upgrade steps; httptrace tells
+// what went on the wire, for the first attempt and for replays alike.
+type verbose struct {
+	method string
+	target string // the request URI, the same for every attempt
+
+	mu     sync.Mutex // guards the fields below: httptrace hooks run on transport goroutines
+	w      io.Writer  // io.Discard once stopped
+	http2  bool       // the request being written has pseudo-header fields
+	fields []string   // its header lines written so far
+}
+
+func newVerbose(w io.Writer, req *http.Request) *verbose {
+	return &verbose{w: w, method: req.Method, target: req.URL.RequestURI()}
+}
+
+// context returns ctx with both traces attached.
+func (v *verbose) context(ctx context.Context) context.Context {
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn:          v.gotConn,
+		WroteHeaderField: v.wroteHeaderField,
+		WroteHeaders:     v.wroteHeaders,
+	})
+	return upgrade.WithTrace(ctx, &upgrade.Trace{
+		Got426:      v.got426,
+		Decided:     v.decided,
+		ReplayStart: v.replayStart,
+		ReplayDone:  v.replayDone,
+	})
+}
+
+// stop silences the hooks. An HTTP/2 writer goroutine may report its
+// headers after the response is back; it must not write once the command
+// has returned.
+func (v *verbose) stop() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.w = io.Discard
+}
+
+func (v *verbose) printf(format string, args ...any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	fmt.Fprintf(v.w, format+"\n", args...)
+}
+
+func (v *verbose) gotConn(info httptrace.GotConnInfo) {
+	how := "connected to"
+	if info.Reused {
+		how = "reusing connection to"
+	}
+	v.printf("* %s %s (%s)", how, info.Conn.RemoteAddr(), connSecurity(info.Conn))
+}
+
+// connSecurity names the TLS version and ALPN protocol of conn, if any.
+func connSecurity(conn any) string {
+	c, ok := conn.(interface{ ConnectionState() tls.ConnectionState })
+	if !ok {
+		return "cleartext"
+	}
+	state := c.ConnectionState()
+	if state.NegotiatedProtocol == "" {
+		return tls.VersionName(state.Version)
+	}
+	return tls.VersionName(state.Version) + ", ALPN " + state.NegotiatedProtocol
+}
+
+// wroteHeaderField collects the header as sent. HTTP/2 sends pseudo-header
+// fields (":method", RFC 9113 §8.3) and HTTP/1.1 never does, which tells
+// the two apart even in cleartext (h2c).
+func (v *verbose) wroteHeaderField(name string, values []string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if strings.HasPrefix(name, ":") {
+		v.http2 = true
+		return
+	}
+	for _, value := range values {
+		v.fields = append(v.fields, name+": "+value)
+	}
+}
+
+func (v *verbose) wroteHeaders() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	proto := "HTTP/1.1"
+	if v.http2 {
+		proto = "HTTP/2.0"
+	}
+	fmt.Fprintf(v.w, "> %s %s %s\n", v.method, v.target, proto)
+	for _, line := range v.fields {
+		fmt.Fprintf(v.w, "> %s\n", line)
+	}
+	v.http2, v.fields = false, nil
+}
+
+func (v *verbose) got426(info upgrade.Got426Info) {
+	v.printf("< %s 426 Upgrade Required (%s)", info.Proto, tlsName(info.TLS))
+	if info.Err != nil {
+		v.printf("* bad Upgrade header: %v", info.Err)
+		return
+	}
+	v.printf("* offered: %s", protocolList(info.Offered))
+}
+
+func (v *verbose) decided(info upgrade.DecisionInfo) {
+	for _, s := range info.Skipped {
+		v.printf("* skipping %s: %v", s.Protocol, s.Reason)
+	}
+	if info.Reason != nil {
+		v.printf("* not upgrading: %v; the 426 is the answer", info.Reason)
+		return
+	}
+	v.printf("* will try, in order: %s", protocolList(info.Candidates))
+}
+
+func (v *verbose) replayStart(p upgrade.Protocol) {
+	v.printf("* replaying the request over %s", p)
+}
+
+func (v *verbose) replayDone(info upgrade.ReplayDoneInfo) {
+	switch {
+	case info.Err == nil:
+		v.printf("* %s: answered over %s (%s)", info.Protocol, info.Proto, tlsName(info.TLS))
+	case info.Fallback:
+		v.printf("* %s failed: %v; falling back to the next offer", info.Protocol, info.Err)
+	default:
+		v.printf("* %s failed: %v; no fallback", info.Protocol, info.Err)
+	}
+}
+
+// final reports the response the caller gets.
+func (v *verbose) final(resp *http.Response) {
+	v.printf("* final: %s, %s, status %s", resp.Proto, tlsName(tlsVersion(resp)), resp.Status)
+}
+
+func tlsVersion(resp *http.Response) uint16 {
+	if resp.TLS == nil {
+		return 0
+	}
+	return resp.TLS.Version
+}
+
+// tlsName is tls.VersionName, with a word for no TLS at all.
+func tlsName(version uint16) string {
+	if version == 0 {
+		return "no TLS"
+	}
+	return tls.VersionName(version)
+}
+
+func protocolList(ps []upgrade.Protocol) string {
+	if len(ps) == 0 {
+		return "nothing"
+	}
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.String()
+	}
+	return strings.Join(names, ", ")
+}
