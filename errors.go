@@ -22,6 +22,12 @@ var (
 	// ErrNoChange: the 426 already came over what the offer asks for, so a
 	// replay would meet the same answer.
 	ErrNoChange = errors.New("upgrade: offer would change nothing")
+	// ErrNeedsTLS: the offer needs TLS (HTTP/3) and the origin is http://;
+	// taking it would change the scheme.
+	ErrNeedsTLS = errors.New("upgrade: offer needs TLS and the origin is http://")
+	// ErrBroken: the offer failed for this origin lately and is not tried
+	// until its broken mark expires.
+	ErrBroken = errors.New("upgrade: offer failed for this origin lately")
 	// ErrProxied: a proxy applies to the request and the offer cannot go
 	// through it.
 	ErrProxied = errors.New("upgrade: offer cannot go through the request's proxy")

@@ -2,10 +2,15 @@ package upgrade
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // replayedKey marks the context of a replayed request, so no Transport
@@ -25,13 +30,14 @@ func alreadyReplayed(req *http.Request, resp *http.Response) bool {
 // connection was had (dial, handshake, ALPN) it goes on to the next. Any
 // response, whatever its status, ends the search (DESIGN §1 step 5).
 // first is the body for the first attempt; resp426 has been drained.
-func (t *Transport) replay(req *http.Request, bodies *replayBody, first io.ReadCloser, candidates []candidate, offered []Protocol, resp426 *http.Response, trace *Trace) (*http.Response, error) {
+func (t *Transport) replay(req *http.Request, origin string, bodies *replayBody, first io.ReadCloser, candidates []candidate, offered []Protocol, resp426 *http.Response, trace *Trace) (*http.Response, error) {
 	defer bodies.done()
 	var attempts []Attempt
 	body := first
 	for i, c := range candidates {
 		trace.replayStart(c.offer)
 		resp, connected, err := t.send(req, c.target, body)
+		t.noteOutcome(req.Context(), origin, c.target, connected, err)
 		if err == nil {
 			trace.replayDone(ReplayDoneInfo{Protocol: c.offer, StatusCode: resp.StatusCode, Proto: resp.Proto, TLS: tlsVersion(resp)})
 			return resp, nil
@@ -100,4 +106,82 @@ func tlsVersion(resp *http.Response) uint16 {
 		return 0
 	}
 	return resp.TLS.Version
+}
+
+// Broken marks (DESIGN §5, after Chromium's broken alternative services):
+// an offer that failed before any connection is not tried again for the
+// origin for 5 minutes, the period doubling with each further failure up to
+// two days. A success clears the mark.
+const (
+	brokenPeriod    = 5 * time.Minute
+	maxBrokenPeriod = 48 * time.Hour
+	maxBrokenMarks  = 4096
+)
+
+type brokenKey struct {
+	origin string
+	target target
+}
+
+type brokenMark struct {
+	until    time.Time
+	failures int
+}
+
+// brokenMarks is a bounded set of marks; the least recently touched go first.
+type brokenMarks struct {
+	mu    sync.Mutex // guards marks: the read-modify-write of a failure count
+	marks *simplelru.LRU[brokenKey, brokenMark]
+}
+
+func (t *Transport) brokenMarks() *brokenMarks {
+	t.brokenOnce.Do(func() {
+		marks, _ := simplelru.NewLRU[brokenKey, brokenMark](maxBrokenMarks, nil) // fails only for a size <= 0
+		t.broken = &brokenMarks{marks: marks}
+	})
+	return t.broken
+}
+
+func (t *Transport) clock() time.Time {
+	if t.now != nil {
+		return t.now()
+	}
+	return time.Now()
+}
+
+// dropBroken moves the candidates marked broken for origin to skipped.
+func (t *Transport) dropBroken(origin string, usable []candidate, skipped []Skipped) ([]candidate, []Skipped) {
+	b := t.brokenMarks()
+	now := t.clock()
+	kept := usable[:0]
+	b.mu.Lock()
+	for _, c := range usable {
+		if mark, ok := b.marks.Peek(brokenKey{origin, c.target}); ok && now.Before(mark.until) {
+			skipped = append(skipped, Skipped{Protocol: c.offer, Reason: ErrBroken})
+			continue
+		}
+		kept = append(kept, c)
+	}
+	b.mu.Unlock()
+	return kept, skipped
+}
+
+// noteOutcome marks tgt broken for origin after a failure before any
+// connection, and clears the mark after a response. Failures the caller
+// caused (its context ended) or Close caused say nothing about the server.
+func (t *Transport) noteOutcome(ctx context.Context, origin string, tgt target, connected bool, err error) {
+	b := t.brokenMarks()
+	key := brokenKey{origin, tgt}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case err == nil:
+		b.marks.Remove(key)
+	case !connected && ctx.Err() == nil && !errors.Is(err, ErrClosed):
+		mark, _ := b.marks.Get(key)
+		mark.failures++
+		period := brokenPeriod << min(mark.failures-1, 10)
+		mark.until = t.clock().Add(min(period, maxBrokenPeriod))
+		b.marks.Add(key, mark)
+	}
 }

@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,4 +167,67 @@ func (c *connCounter) waitAllClosed(t testing.TB) {
 	if n := c.open.Load(); n != 0 {
 		t.Errorf("%d client connections still open", n)
 	}
+}
+
+// connectProxy is an HTTP proxy on loopback that tunnels CONNECT requests.
+type connectProxy struct {
+	url     *url.URL
+	tunnels atomic.Int32
+
+	mu    sync.Mutex // guards conns
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startConnectProxy(t testing.TB) *connectProxy {
+	p := &connectProxy{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: p, ErrorLog: log.New(io.Discard, "", 0)}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); srv.Serve(ln) }()
+	p.url = &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	t.Cleanup(func() {
+		srv.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *connectProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodConnect {
+		http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+		return
+	}
+	upstream, err := net.Dial("tcp", r.Host)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	client, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		upstream.Close()
+		return
+	}
+	p.tunnels.Add(1)
+	p.mu.Lock()
+	p.conns = append(p.conns, client, upstream)
+	p.mu.Unlock()
+	io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n")
+	p.wg.Add(2)
+	pipe := func(dst, src net.Conn) {
+		defer p.wg.Done()
+		io.Copy(dst, src)
+		dst.Close()
+		src.Close()
+	}
+	go pipe(upstream, client)
+	go pipe(client, upstream)
 }

@@ -3,6 +3,10 @@ package upgrade
 import (
 	"crypto/tls"
 	"net/http"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // template is the transport upgraded ones are cloned from, so they inherit
@@ -48,6 +52,9 @@ func (t *Transport) innerFor(tgt target) (http.RoundTripper, error) {
 }
 
 func (t *Transport) newInner(tgt target) http.RoundTripper {
+	if tgt.kind == targetHTTP3 {
+		return t.newHTTP3()
+	}
 	tr := t.template().Clone()
 	// The handshake must use the TLS settings below, so a custom TLS dialer
 	// is not inherited; the plain dialer still is.
@@ -68,6 +75,27 @@ func (t *Transport) newInner(tgt target) http.RoundTripper {
 		// asked for a newer TLS, not for another HTTP.
 	}
 	return tr
+}
+
+// newHTTP3 builds the HTTP/3 transport. QUIC has its own sockets, so only
+// the TLS settings and response limits carry over from the template.
+func (t *Transport) newHTTP3() *http3.Transport {
+	template := t.template()
+	var inherited *tls.Config
+	if template.TLSClientConfig != nil {
+		inherited = template.TLSClientConfig.Clone()
+	}
+	return &http3.Transport{
+		TLSClientConfig: t.tlsConfig(inherited, tls.VersionTLS13), // QUIC runs TLS 1.3 only
+		QUICConfig: &quic.Config{
+			HandshakeIdleTimeout: t.http3HandshakeTimeout(),
+			// As http3's defaults: no server-opened streams, keep-alives.
+			MaxIncomingStreams: -1,
+			KeepAlivePeriod:    10 * time.Second,
+		},
+		DisableCompression:     template.DisableCompression,
+		MaxResponseHeaderBytes: int(template.MaxResponseHeaderBytes),
+	}
 }
 
 // tlsConfig returns the TLS settings for an upgraded transport: the

@@ -29,6 +29,7 @@ const (
 	targetHTTP2 targetKind = iota + 1 // HTTP/2 over TLS, ALPN h2
 	targetH2C                         // HTTP/2 in clear, prior knowledge
 	targetTLS                         // the caller's protocols over a stricter TLS
+	targetHTTP3                       // HTTP/3 over QUIC, same host and port, UDP
 )
 
 // target identifies one inner transport: a kind and, for targetTLS, the
@@ -96,6 +97,17 @@ func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Prot
 			return target{}, ErrNoChange
 		}
 		return t.h2cTarget(req)
+	case isHTTP3(offer):
+		switch {
+		case !secure:
+			return target{}, ErrNeedsTLS
+		case resp.ProtoMajor == 3:
+			return target{}, ErrNoChange
+		case t.proxied(req):
+			// QUIC cannot go through an HTTP proxy (DESIGN §4).
+			return target{}, ErrProxied
+		}
+		return target{kind: targetHTTP3}, nil
 	case strings.EqualFold(offer.Name, "TLS"):
 		if !secure {
 			// In-band TLS on http:// origins (RFC 2817) is not built yet.
@@ -128,6 +140,10 @@ func (t *Transport) h2cTarget(req *http.Request) (target, error) {
 
 func isHTTP2(p Protocol) bool {
 	return p.Is("HTTP", "2") || p.Is("HTTP", "2.0") || p.Is("h2", "")
+}
+
+func isHTTP3(p Protocol) bool {
+	return p.Is("HTTP", "3") || p.Is("HTTP", "3.0") || p.Is("h3", "")
 }
 
 // applyCheck runs the caller's hook and keeps only what it returns that is

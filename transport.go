@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Transport is an http.RoundTripper that replays a request once over the
@@ -55,10 +56,21 @@ type Transport struct {
 	// means DefaultCheckUpgrade.
 	CheckUpgrade CheckUpgradeFunc
 
+	// HTTP3HandshakeTimeout bounds how long setting up a QUIC connection
+	// may go without progress before HTTP/3 counts as failed and the next
+	// offer is tried, so a network that drops UDP costs little. Zero means
+	// 2 s (quic-go's own default, 5 s, is long for a fallback). A request's
+	// context that ends sooner stops it sooner.
+	HTTP3HandshakeTimeout time.Duration
+
 	closed atomic.Bool // set once by Close; read without the lock on every request
 
 	mu    sync.Mutex                   // guards inner, and closed's transition
 	inner map[target]http.RoundTripper // one per target, built on first use
+
+	brokenOnce sync.Once
+	broken     *brokenMarks     // offers that failed per origin (fallback.go)
+	now        func() time.Time // clock for broken marks; nil means time.Now (tests set it)
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -68,6 +80,13 @@ func (t *Transport) base() http.RoundTripper {
 		return t.Base
 	}
 	return http.DefaultTransport
+}
+
+func (t *Transport) http3HandshakeTimeout() time.Duration {
+	if t.HTTP3HandshakeTimeout > 0 {
+		return t.HTTP3HandshakeTimeout
+	}
+	return 2 * time.Second
 }
 
 func (t *Transport) floor() uint16 {
@@ -107,19 +126,20 @@ func (t *Transport) upgrade(req *http.Request, held *oneShotBody, resp *http.Res
 	trace.got426(Got426Info{Offered: offered, Err: parseErr, Proto: resp.Proto, TLS: tlsVersion(resp)})
 
 	bodies := &replayBody{req: req, current: held}
-	candidates, skipped, first, reason := t.decide(req, resp, offered, parseErr, bodies)
+	origin := originOf(req)
+	candidates, skipped, first, reason := t.decide(req, origin, resp, offered, parseErr, bodies)
 	trace.decided(DecisionInfo{Candidates: offersOf(candidates), Skipped: skipped, Reason: reason})
 	if reason != nil {
 		bodies.done()
 		return resp, nil
 	}
 	drain426(resp)
-	return t.replay(req, bodies, first, candidates, offered, resp, trace)
+	return t.replay(req, origin, bodies, first, candidates, offered, resp, trace)
 }
 
 // decide returns the candidates to try and the body for the first attempt,
 // or the reason the 426 goes back to the caller untouched.
-func (t *Transport) decide(req *http.Request, resp *http.Response, offered []Protocol, parseErr error, bodies *replayBody) ([]candidate, []Skipped, io.ReadCloser, error) {
+func (t *Transport) decide(req *http.Request, origin string, resp *http.Response, offered []Protocol, parseErr error, bodies *replayBody) ([]candidate, []Skipped, io.ReadCloser, error) {
 	if parseErr != nil {
 		return nil, nil, nil, parseErr
 	}
@@ -127,6 +147,7 @@ func (t *Transport) decide(req *http.Request, resp *http.Response, offered []Pro
 		return nil, nil, nil, ErrAlreadyReplayed
 	}
 	usable, skipped := t.choose(req, resp, offered)
+	usable, skipped = t.dropBroken(origin, usable, skipped)
 	candidates, err := t.applyCheck(req, resp, usable)
 	if err != nil {
 		return nil, skipped, nil, err

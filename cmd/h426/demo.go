@@ -16,13 +16,15 @@ import (
 )
 
 // rowTimeout bounds one demo row, so a hang shows as a FAIL, not a stall.
-const rowTimeout = 3 * time.Second
+// It leaves room for the 2 s an unreachable HTTP/3 costs before fallback.
+const rowTimeout = 5 * time.Second
 
 // scenario is one demo row: a loopback server that demands something, and
 // how the client should end up.
 type scenario struct {
 	name   string
 	server testserver.Config
+	modern bool // the client speaks HTTP/2 and TLS 1.3 from the start
 	want   outcome
 }
 
@@ -51,6 +53,21 @@ func scenarios() []scenario {
 		server: testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}},
 		want:   outcome{status: http.StatusOK, proto: "HTTP/1.1", tls: tls.VersionTLS13, seen: 2},
 	}, {
+		name:   "HTTP/1.1 → HTTP/3",
+		server: testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}},
+		want:   outcome{status: http.StatusOK, proto: "HTTP/3.0", tls: tls.VersionTLS13, seen: 2},
+	}, {
+		// Servers send Upgrade inside HTTP/2 responses too.
+		name:   "HTTP/2 → HTTP/3",
+		server: testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"h3"}},
+		modern: true,
+		want:   outcome{status: http.StatusOK, proto: "HTTP/3.0", tls: tls.VersionTLS13, seen: 2},
+	}, {
+		// UDP is dropped: HTTP/3 costs its setup bound, then HTTP/2 answers.
+		name:   "HTTP/3 unreachable → HTTP/2",
+		server: testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}},
+		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 2},
+	}, {
 		name:   "unusable offer",
 		server: testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"websocket"}},
 		want:   outcome{status: http.StatusUpgradeRequired, proto: "HTTP/1.1", seen: 1},
@@ -65,9 +82,10 @@ func scenarios() []scenario {
 // result is what one row did.
 type result struct {
 	scenario
-	steps rowTrace
-	got   outcome
-	err   error
+	steps   rowTrace
+	got     outcome
+	elapsed time.Duration
+	err     error
 }
 
 func (r result) ok() bool {
@@ -111,13 +129,15 @@ func play(ctx context.Context, sc scenario) result {
 		return r
 	}
 	defer srv.Close()
-	// The legacy client, so that the servers have something to refuse.
-	transport := &upgrade.Transport{Base: newBase(true, &tls.Config{RootCAs: srv.CertPool()})}
+	// Mostly the legacy client, so that the servers have something to refuse.
+	transport := &upgrade.Transport{Base: newBase(!sc.modern, &tls.Config{RootCAs: srv.CertPool()})}
 	defer transport.Close()
 
 	ctx, cancel := context.WithTimeout(ctx, rowTimeout)
 	defer cancel()
+	start := time.Now()
 	resp, err := get(upgrade.WithTrace(ctx, r.steps.hooks()), transport, srv.URL+"/")
+	r.elapsed = time.Since(start)
 	r.got.seen = srv.Count()
 	if err != nil {
 		r.err = err
@@ -197,11 +217,11 @@ func short(err error) string {
 
 func printTable(w io.Writer, results []result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tFIRST ANSWER\tOFFER\tCHOICE\tFINAL\tTLS\tSTATUS\tSEEN\tRESULT")
+	fmt.Fprintln(tw, "SCENARIO\tFIRST ANSWER\tOFFER\tCHOICE\tFINAL\tTLS\tSTATUS\tSEEN\tTIME\tRESULT")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
 			r.name, dash(r.steps.first), dash(r.steps.offer), dash(r.steps.choice),
-			dash(r.got.proto), tlsColumn(r), statusColumn(r), r.got.seen, verdict(r))
+			dash(r.got.proto), tlsColumn(r), statusColumn(r), r.got.seen, r.elapsed.Round(time.Millisecond), verdict(r))
 	}
 	tw.Flush()
 }

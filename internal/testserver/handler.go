@@ -8,9 +8,9 @@ import (
 
 // Request is what the server saw of one request.
 type Request struct {
-	Proto      string // r.Proto: "HTTP/1.1", "HTTP/2.0"
+	Proto      string // r.Proto: "HTTP/1.1", "HTTP/2.0", "HTTP/3.0"
 	TLSVersion uint16 // negotiated TLS version; 0 in clear
-	ALPN       string // negotiated application protocol; "" if none or in clear
+	ALPN       string // negotiated application protocol ("h3" over QUIC); "" if none or in clear
 	ClientCert string // common name of the verified client certificate; "" if none
 	Method     string
 	Path       string      // r.URL.Path
@@ -125,8 +125,13 @@ func (s *Server) handler() http.Handler {
 // (RFC 9110 section 15.5.22 requires an Upgrade header with a 426).
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	for _, v := range s.cfg.Upgrade {
-		h.Add("Upgrade", v)
+	// HTTP/3 forbids Upgrade with the other connection-specific fields (RFC
+	// 9114 section 4.2), and quic-go's client rejects a response carrying
+	// it, so the 426 goes bare there. Config.Refuse can still send it.
+	if r.ProtoMajor < 3 {
+		for _, v := range s.cfg.Upgrade {
+			h.Add("Upgrade", v)
+		}
 	}
 	// RFC 9110 section 7.8: a sender of Upgrade also sends "Connection:
 	// Upgrade". HTTP/2 forbids connection-specific fields (RFC 9113 section

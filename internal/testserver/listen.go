@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -11,14 +12,48 @@ import (
 // pick a free port.
 const loopback = "127.0.0.1:0"
 
+// maxPortTries bounds the search for a port number free on both TCP and UDP.
+// The OS picks the TCP port; the UDP port of that number is usually free too.
+const maxPortTries = 20
+
 // listen opens the server's TCP port and wraps it so that every connection
-// accepted on it can be closed by Server.Close.
-func listen() (*trackingListener, error) {
-	ln, err := net.Listen("tcp", loopback)
-	if err != nil {
-		return nil, err
+// accepted on it can be closed by Server.Close. If bindUDP is not nil, it also
+// binds the UDP port with the same number, as an "h3" offer means the same
+// host and port over UDP (RFC 9114 section 3.1); udp is nil otherwise.
+//
+// When bindUDP fails, another socket may hold that UDP port: listen tries
+// another TCP port, keeping the failed ones open until it returns so the OS
+// cannot hand the same number back.
+func listen(bindUDP func(port int) (*net.UDPConn, error)) (*trackingListener, *net.UDPConn, error) {
+	var failed []net.Listener
+	var bindErr error
+	defer func() {
+		for _, ln := range failed {
+			ln.Close()
+		}
+	}()
+	for range maxPortTries {
+		ln, err := net.Listen("tcp", loopback)
+		if err != nil {
+			return nil, nil, err
+		}
+		tcp := &trackingListener{Listener: ln, conns: make(map[*trackedConn]struct{})}
+		if bindUDP == nil {
+			return tcp, nil, nil
+		}
+		udp, err := bindUDP(ln.Addr().(*net.TCPAddr).Port)
+		if err == nil {
+			return tcp, udp, nil
+		}
+		failed = append(failed, ln)
+		bindErr = err
 	}
-	return &trackingListener{Listener: ln, conns: make(map[*trackedConn]struct{})}, nil
+	return nil, nil, fmt.Errorf("testserver: no port free on both TCP and UDP in %d tries: %w", maxPortTries, bindErr)
+}
+
+// listenUDP binds the UDP port with number port on the loopback address.
+func listenUDP(port int) (*net.UDPConn, error) {
+	return net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 }
 
 // newTLSConfig builds the server's TLS configuration, once per server, from

@@ -5,7 +5,9 @@
 //
 // A server listens on one port of 127.0.0.1, over TLS or in clear, speaking
 // HTTP/1.1 and HTTP/2 (h2c with prior knowledge in clear) unless told to speak
-// HTTP/1.1 only. Certificates come from an in-memory CA:
+// HTTP/1.1 only. Over TLS it can also speak HTTP/3 on the UDP port of the same
+// number, or hold that UDP port and drop every datagram, as a network that
+// blocks QUIC does. Certificates come from an in-memory CA:
 //
 //	s, err := testserver.Start(testserver.Config{
 //		TLS:     true,
@@ -24,11 +26,14 @@ package testserver
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"sync"
+
+	"github.com/quic-go/quic-go/http3"
 )
 
 // Requirement reports whether a request meets the server's demand. Requests
@@ -40,6 +45,9 @@ type Requirement func(r *http.Request) bool
 var (
 	// RequireHTTP2 demands HTTP/2 or later.
 	RequireHTTP2 Requirement = func(r *http.Request) bool { return r.ProtoMajor >= 2 }
+
+	// RequireHTTP3 demands HTTP/3 or later, which only Config.HTTP3 serves.
+	RequireHTTP3 Requirement = func(r *http.Request) bool { return r.ProtoMajor >= 3 }
 
 	// RequireTLS13 demands TLS 1.3 or later.
 	RequireTLS13 Requirement = func(r *http.Request) bool {
@@ -66,14 +74,33 @@ type Config struct {
 	MinTLSVersion, MaxTLSVersion uint16
 
 	// HTTP1Only stops the server speaking HTTP/2: no "h2" in ALPN over
-	// TLS, no h2c in clear.
+	// TLS, no h2c in clear. It does not affect HTTP3.
 	HTTP1Only bool
+
+	// HTTP3 also serves HTTP/3 (RFC 9114) over QUIC on the UDP port with
+	// the same number as the TCP port, so an "h3" offer for the server's
+	// URL reaches it. QUIC always runs TLS 1.3 (RFC 9001 section 4.2),
+	// whatever MinTLSVersion and MaxTLSVersion say. Requires TLS.
+	HTTP3 bool
+
+	// DropUDP binds the UDP port with the same number as the TCP port and
+	// reads and discards every datagram, as a network that drops QUIC: an
+	// HTTP/3 client gets no answer and times out. Requires TLS; excludes
+	// HTTP3.
+	DropUDP bool
 
 	// CA issues the server certificate; nil means a fresh CA per server.
 	CA *CA
 
-	// ClientCAs, when set, makes the TLS handshake require a client
-	// certificate signed by one of its CAs. Ignored unless TLS is set.
+	// HTTP3CA issues the certificate presented over QUIC only, so a test
+	// can fail the HTTP/3 handshake while TLS over TCP verifies; nil means
+	// the server's CA, with the same certificate as over TCP. Requires
+	// HTTP3.
+	HTTP3CA *CA
+
+	// ClientCAs, when set, makes the TLS handshake, over TCP and QUIC alike,
+	// require a client certificate signed by one of its CAs. Ignored unless
+	// TLS is set.
 	ClientCAs *x509.CertPool
 
 	// Require is the server's demand; nil means every request is served.
@@ -81,7 +108,8 @@ type Config struct {
 
 	// Upgrade holds the values of the Upgrade header lines the default
 	// refusal sends, raw, one element per header line (so tests can send
-	// malformed or split lists); nil means no Upgrade header.
+	// malformed or split lists); nil means no Upgrade header. A refusal
+	// over HTTP/3 never sends them (see refuse).
 	Upgrade []string
 
 	// Refuse, when set, writes the refusal instead of the default 426, for
@@ -98,7 +126,7 @@ type Config struct {
 // safe for concurrent use.
 type Server struct {
 	URL  string // base URL with no trailing slash: "https://127.0.0.1:PORT" or "http://127.0.0.1:PORT"
-	Addr string // "127.0.0.1:PORT"
+	Addr string // "127.0.0.1:PORT", on TCP and, with HTTP3 or DropUDP, on UDP
 
 	cfg Config
 	ca  *CA
@@ -107,11 +135,22 @@ type Server struct {
 	// port must share it so all of them present the same certificate.
 	tlsConfig *tls.Config
 
+	// quicTLSConfig is tlsConfig for QUIC: TLS 1.3 only, ALPN "h3", and
+	// HTTP3CA's certificate if set. Nil unless Config.HTTP3.
+	quicTLSConfig *tls.Config
+
 	// tcp owns the TCP port and every connection accepted on it, apart from
 	// the http.Server, so other ways of serving the same port can be added.
 	tcp    *trackingListener
 	http   *http.Server
 	served chan struct{} // closed when http.Server.Serve has returned
+
+	// udp owns the UDP port with the TCP port's number; nil unless
+	// Config.HTTP3 or Config.DropUDP. It is read by http3 (nil unless
+	// Config.HTTP3) or by dropDatagrams.
+	udp     *net.UDPConn
+	http3   *http3.Server
+	udpDone chan struct{} // closed when the goroutine reading udp has returned
 
 	// handlers counts running handlers. Add is only called under mu while
 	// closed is false, so Close's Wait cannot race with it.
@@ -129,6 +168,9 @@ type Server struct {
 // Start starts a server on 127.0.0.1 at a port chosen by the OS. The caller
 // must Close it.
 func Start(cfg Config) (*Server, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, ca: cfg.CA, served: make(chan struct{})}
 	if s.ca == nil {
 		ca, err := NewCA()
@@ -144,8 +186,19 @@ func Start(cfg Config) (*Server, error) {
 		}
 		s.tlsConfig = newTLSConfig(cfg, cert)
 	}
+	if cfg.HTTP3 {
+		cert, err := s.http3CA().ServerCert()
+		if err != nil {
+			return nil, err
+		}
+		s.quicTLSConfig = newQUICTLSConfig(s.tlsConfig, cert)
+	}
 
-	tcp, err := listen()
+	var bindUDP func(port int) (*net.UDPConn, error)
+	if cfg.HTTP3 || cfg.DropUDP {
+		bindUDP = listenUDP
+	}
+	tcp, udp, err := listen(bindUDP)
 	if err != nil {
 		return nil, err
 	}
@@ -168,23 +221,53 @@ func Start(cfg Config) (*Server, error) {
 		defer close(s.served)
 		s.http.Serve(ln) // returns http.ErrServerClosed once Close has begun
 	}()
+	if udp != nil {
+		s.serveUDP(udp)
+	}
 	return s, nil
 }
 
-// Close closes the listener and every connection, hijacked ones included,
-// and waits for running handlers to return. Requests arriving meanwhile are
-// aborted. Close may be called more than once; later calls return the first
-// call's result.
+// check reports a configuration Start cannot honour.
+func (cfg Config) check() error {
+	switch {
+	case cfg.HTTP3 && !cfg.TLS:
+		return errors.New("testserver: HTTP3 requires TLS")
+	case cfg.DropUDP && !cfg.TLS:
+		return errors.New("testserver: DropUDP requires TLS")
+	case cfg.HTTP3 && cfg.DropUDP:
+		return errors.New("testserver: HTTP3 and DropUDP exclude each other")
+	case cfg.HTTP3CA != nil && !cfg.HTTP3:
+		return errors.New("testserver: HTTP3CA requires HTTP3")
+	}
+	return nil
+}
+
+// http3CA returns the CA that issues the certificate presented over QUIC.
+func (s *Server) http3CA() *CA {
+	if s.cfg.HTTP3CA != nil {
+		return s.cfg.HTTP3CA
+	}
+	return s.ca
+}
+
+// Close closes the listeners, the UDP port and every connection, hijacked
+// and QUIC ones included, and waits for running handlers to return. Requests
+// arriving meanwhile are aborted. Close may be called more than once; later
+// calls return the first call's result.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 
-		s.closeErr = s.http.Close()
+		errs := []error{s.http.Close()}
 		<-s.served // nothing is accepted after Serve returns
 		s.tcp.closeAll()
+		if s.udp != nil {
+			errs = append(errs, s.closeUDP())
+		}
 		s.handlers.Wait()
+		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }

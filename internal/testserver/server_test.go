@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,19 +17,26 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // client says how a test client talks to a server.
 type client struct {
-	http1, http2, h2c bool   // protocols offered
+	http1, http2, h2c bool   // protocols offered over TCP
+	http3             bool   // HTTP/3 over QUIC only, through http3.Transport
 	maxTLS            uint16 // 0: crypto/tls default
 	cert              *tls.Certificate
+	roots             *x509.CertPool // nil: the server's CA
+	quic              *quic.Config   // for http3; nil: quic-go's defaults
 }
 
 var (
 	h1Client  = client{http1: true}
 	h2Client  = client{http2: true}
 	h2cClient = client{h2c: true}
+	h3Client  = client{http3: true}
 	tls12     = client{http1: true, http2: true, maxTLS: tls.VersionTLS12}
 	tls13     = client{http1: true, http2: true}
 )
@@ -48,6 +56,22 @@ func start(t *testing.T, cfg Config) *Server {
 // test ends.
 func newClient(t *testing.T, s *Server, c client) *http.Client {
 	t.Helper()
+	roots := c.roots
+	if roots == nil {
+		roots = s.CertPool()
+	}
+	var certs []tls.Certificate
+	if c.cert != nil {
+		certs = []tls.Certificate{*c.cert}
+	}
+	if c.http3 {
+		tr := &http3.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs},
+			QUICConfig:      c.quic,
+		}
+		t.Cleanup(func() { tr.Close() })
+		return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	}
 	var p http.Protocols
 	p.SetHTTP1(c.http1)
 	p.SetHTTP2(c.http2)
@@ -55,15 +79,13 @@ func newClient(t *testing.T, s *Server, c client) *http.Client {
 	tr := &http.Transport{
 		Protocols: &p,
 		TLSClientConfig: &tls.Config{
-			RootCAs:    s.CertPool(),
-			MaxVersion: c.maxTLS,
+			RootCAs:      roots,
+			Certificates: certs,
+			MaxVersion:   c.maxTLS,
 		},
 		// Long enough that a body behind "Expect: 100-continue" is only
 		// sent if the server asks for it.
 		ExpectContinueTimeout: time.Minute,
-	}
-	if c.cert != nil {
-		tr.TLSClientConfig.Certificates = []tls.Certificate{*c.cert}
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
@@ -125,6 +147,14 @@ func TestProtocols(t *testing.T) {
 			wantProto: "HTTP/1.1", wantTLS: tls.VersionTLS13, wantALPN: "http/1.1"},
 		{name: "TLS capped at 1.2", cfg: Config{TLS: true, MaxTLSVersion: tls.VersionTLS12}, client: h2Client,
 			wantProto: "HTTP/2.0", wantTLS: tls.VersionTLS12, wantALPN: "h2"},
+		{name: "HTTP3 speaks HTTP/3 on the UDP port", cfg: Config{TLS: true, HTTP3: true}, client: h3Client,
+			wantProto: "HTTP/3.0", wantTLS: tls.VersionTLS13, wantALPN: "h3"},
+		{name: "HTTP3 still speaks HTTP/2 on the TCP port", cfg: Config{TLS: true, HTTP3: true}, client: h2Client,
+			wantProto: "HTTP/2.0", wantTLS: tls.VersionTLS13, wantALPN: "h2"},
+		{name: "HTTP3 speaks TLS 1.3 when TCP is capped at 1.2", cfg: Config{TLS: true, HTTP3: true, MaxTLSVersion: tls.VersionTLS12}, client: h3Client,
+			wantProto: "HTTP/3.0", wantTLS: tls.VersionTLS13, wantALPN: "h3"},
+		{name: "HTTP3 with HTTP1Only speaks HTTP/3", cfg: Config{TLS: true, HTTP3: true, HTTP1Only: true}, client: h3Client,
+			wantProto: "HTTP/3.0", wantTLS: tls.VersionTLS13, wantALPN: "h3"},
 		{name: "clear speaks h2c with prior knowledge", cfg: Config{}, client: h2cClient,
 			wantProto: "HTTP/2.0"},
 		{name: "clear speaks HTTP/1.1", cfg: Config{}, client: h1Client,
@@ -232,6 +262,23 @@ func TestRequirements(t *testing.T) {
 		{name: "RequireTLS serves TLS",
 			cfg:    Config{TLS: true, Require: RequireTLS},
 			client: h1Client, wantStatus: http.StatusOK, wantProto: "HTTP/1.1"},
+		{name: "RequireHTTP3 refuses HTTP/1.1",
+			cfg:    Config{TLS: true, HTTP3: true, Require: RequireHTTP3, Upgrade: []string{"h3"}},
+			client: h1Client, wantStatus: http.StatusUpgradeRequired, wantProto: "HTTP/1.1",
+			wantUpgrade: []string{"h3"}, wantConn: "Upgrade"},
+		{name: "RequireHTTP3 refuses HTTP/2 without Connection",
+			cfg:    Config{TLS: true, HTTP3: true, Require: RequireHTTP3, Upgrade: []string{"HTTP/3", "h3"}},
+			client: h2Client, wantStatus: http.StatusUpgradeRequired, wantProto: "HTTP/2.0",
+			wantUpgrade: []string{"HTTP/3", "h3"}},
+		{name: "RequireHTTP3 serves HTTP/3",
+			cfg:    Config{TLS: true, HTTP3: true, Require: RequireHTTP3, Upgrade: []string{"h3"}},
+			client: h3Client, wantStatus: http.StatusOK, wantProto: "HTTP/3.0"},
+		{name: "RequireHTTP2 serves HTTP/3",
+			cfg:    Config{TLS: true, HTTP3: true, Require: RequireHTTP2, Upgrade: []string{"h2"}},
+			client: h3Client, wantStatus: http.StatusOK, wantProto: "HTTP/3.0"},
+		{name: "RefuseAll refuses HTTP/3 without Upgrade or Connection",
+			cfg:    Config{TLS: true, HTTP3: true, Require: RefuseAll, Upgrade: []string{"h3", "h2"}},
+			client: h3Client, wantStatus: http.StatusUpgradeRequired, wantProto: "HTTP/3.0"},
 		{name: "RefuseAll refuses HTTP/2 without Connection",
 			cfg:    Config{TLS: true, Require: RefuseAll, Upgrade: []string{"h2c"}},
 			client: h2Client, wantStatus: http.StatusUpgradeRequired, wantProto: "HTTP/2.0",
@@ -298,6 +345,7 @@ func TestRecordsBody(t *testing.T) {
 		{name: "HTTP/1.1", cfg: Config{TLS: true, Handler: created}, client: h1Client},
 		{name: "HTTP/2", cfg: Config{TLS: true, Handler: created}, client: h2Client},
 		{name: "h2c", cfg: Config{Handler: created}, client: h2cClient},
+		{name: "HTTP/3", cfg: Config{TLS: true, HTTP3: true, Handler: created}, client: h3Client},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -397,17 +445,20 @@ func TestClientCert(t *testing.T) {
 	tests := []struct {
 		name    string
 		client  client
+		http3   bool // the server also speaks HTTP/3
 		wantCN  string
 		wantErr bool
 	}{
 		{name: "verified certificate over HTTP/2", client: client{http2: true, cert: &alice}, wantCN: "alice"},
 		{name: "verified certificate over TLS 1.2", client: client{http1: true, maxTLS: tls.VersionTLS12, cert: &alice}, wantCN: "alice"},
+		{name: "verified certificate over HTTP/3", client: client{http3: true, cert: &alice}, http3: true, wantCN: "alice"},
 		{name: "no certificate", client: h2Client, wantErr: true},
+		{name: "no certificate over HTTP/3", client: h3Client, http3: true, wantErr: true},
 		{name: "certificate from another CA", client: client{http2: true, cert: &mallory}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := start(t, Config{TLS: true, CA: ca, ClientCAs: ca.CertPool()})
+			s := start(t, Config{TLS: true, HTTP3: tt.http3, CA: ca, ClientCAs: ca.CertPool()})
 			if s.CA() != ca {
 				t.Error("CA() is not Config.CA")
 			}
@@ -465,18 +516,18 @@ func TestTLSVersionBounds(t *testing.T) {
 	}
 }
 
-// TestConcurrent sends many requests at once over HTTP/1.1 and HTTP/2 to a
-// server that refuses the HTTP/1.1 ones; run it with -race.
+// TestConcurrent sends many requests at once over HTTP/1.1, HTTP/2 and
+// HTTP/3 to a server that refuses the HTTP/1.1 ones; run it with -race.
 func TestConcurrent(t *testing.T) {
-	s := start(t, Config{TLS: true, Require: RequireHTTP2, Upgrade: []string{"h2"}})
-	clients := []*http.Client{newClient(t, s, h1Client), newClient(t, s, h2Client)}
-	const workers, each = 50, 20
+	s := start(t, Config{TLS: true, HTTP3: true, Require: RequireHTTP2, Upgrade: []string{"h2"}})
+	clients := []*http.Client{newClient(t, s, h1Client), newClient(t, s, h2Client), newClient(t, s, h3Client)}
+	const workers, each = 48, 20 // workers: a multiple of len(clients)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*each)
 	for w := range workers {
 		wg.Go(func() {
-			c := clients[w%2]
+			c := clients[w%len(clients)]
 			for i := range each {
 				body := fmt.Sprintf("worker %d request %d", w, i)
 				req, err := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(body))
@@ -490,7 +541,7 @@ func TestConcurrent(t *testing.T) {
 					return
 				}
 				want := http.StatusOK
-				if w%2 == 0 {
+				if c == clients[0] {
 					want = http.StatusUpgradeRequired
 				}
 				if resp.status != want {
@@ -508,7 +559,7 @@ func TestConcurrent(t *testing.T) {
 	if got, want := s.Count(), workers*each; got != want {
 		t.Errorf("Count = %d, want %d", got, want)
 	}
-	if got, want := s.Refused(), workers*each/2; got != want {
+	if got, want := s.Refused(), workers*each/len(clients); got != want {
 		t.Errorf("Refused = %d, want %d", got, want)
 	}
 	for _, r := range s.Requests() {
@@ -523,21 +574,35 @@ func TestConcurrent(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	t.Run("idempotent", func(t *testing.T) {
-		s, err := Start(Config{TLS: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := newClient(t, s, h2Client)
-		if _, err := get(c, s.URL); err != nil {
-			t.Fatal(err)
-		}
-		for i := range 3 {
-			if err := s.Close(); err != nil {
-				t.Errorf("Close #%d: %v", i+1, err)
-			}
-		}
-		if _, err := get(c, s.URL); err == nil {
-			t.Error("request after Close succeeded")
+		for _, tt := range []struct {
+			name   string
+			cfg    Config
+			client client
+		}{
+			{"HTTP/2", Config{TLS: true}, h2Client},
+			// A client that learns of the close before its next request dials
+			// again and, with no answer, waits for the handshake timeout.
+			{"HTTP/3", Config{TLS: true, HTTP3: true},
+				client{http3: true, quic: &quic.Config{HandshakeIdleTimeout: 200 * time.Millisecond}}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				s, err := Start(tt.cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := newClient(t, s, tt.client)
+				if _, err := get(c, s.URL); err != nil {
+					t.Fatal(err)
+				}
+				for i := range 3 {
+					if err := s.Close(); err != nil {
+						t.Errorf("Close #%d: %v", i+1, err)
+					}
+				}
+				if _, err := get(c, s.URL); err == nil {
+					t.Error("request after Close succeeded")
+				}
+			})
 		}
 	})
 
@@ -547,10 +612,10 @@ func TestClose(t *testing.T) {
 		for _, tt := range []struct {
 			name   string
 			client client
-		}{{"HTTP/1.1", h1Client}, {"HTTP/2", h2Client}} {
+		}{{"HTTP/1.1", h1Client}, {"HTTP/2", h2Client}, {"HTTP/3", h3Client}} {
 			t.Run(tt.name, func(t *testing.T) {
 				entered := make(chan struct{})
-				s, err := Start(Config{TLS: true, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				s, err := Start(Config{TLS: true, HTTP3: true, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					close(entered)
 					<-r.Context().Done()
 				})})

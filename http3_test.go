@@ -1,0 +1,321 @@
+package upgrade
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/h426/upgrade/internal/testserver"
+)
+
+// h1h2Base speaks HTTP/1.1 and HTTP/2 over TCP, as most clients do.
+func h1h2Base(t testing.TB, s *testserver.Server) *http.Transport {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	base := &http.Transport{Protocols: protocols, TLSClientConfig: &tls.Config{RootCAs: s.CertPool()}}
+	t.Cleanup(base.CloseIdleConnections)
+	return base
+}
+
+func TestUpgradeToHTTP3(t *testing.T) {
+	tests := []struct {
+		name      string
+		offer     string
+		base      func(testing.TB, *testserver.Server) *http.Transport
+		wantFirst string // the protocol the 426 came over
+	}{
+		{"h1 to h3 via HTTP/3", "HTTP/3", func(t testing.TB, s *testserver.Server) *http.Transport { return legacyBase(t, s.CertPool()) }, "HTTP/1.1"},
+		{"h1 to h3 via HTTP/3.0", "HTTP/3.0", func(t testing.TB, s *testserver.Server) *http.Transport { return legacyBase(t, s.CertPool()) }, "HTTP/1.1"},
+		{"h2 to h3 via h3", "h3", h1h2Base, "HTTP/2.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{tt.offer}})
+			tr := newTransport(t, tt.base(t, s))
+			payload := bytes.Repeat([]byte("h3"), 50_000)
+			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "PUT", s.URL+"/three", bytes.NewReader(payload)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readAll(t, resp); resp.StatusCode != 200 || body != "ok\n" || resp.Proto != "HTTP/3.0" {
+				t.Fatalf("got %d %q over %s, want 200 over HTTP/3.0", resp.StatusCode, body, resp.Proto)
+			}
+			if resp.TLS == nil || resp.TLS.Version != tls.VersionTLS13 {
+				t.Errorf("HTTP/3 response without TLS 1.3 state: %+v", resp.TLS)
+			}
+			seen := s.Requests()
+			if len(seen) != 2 || seen[0].Proto != tt.wantFirst || !seen[0].Refused || seen[1].Proto != "HTTP/3.0" {
+				t.Fatalf("server saw %+v, want a refused %s then HTTP/3.0", seen, tt.wantFirst)
+			}
+			if seen[1].Method != "PUT" || seen[1].BodySHA256 != sha256.Sum256(payload) {
+				t.Errorf("replay arrived as %s with %d bytes", seen[1].Method, seen[1].BodyLen)
+			}
+		})
+	}
+}
+
+func TestHTTP3NotChosen(t *testing.T) {
+	t.Run("http origin", func(t *testing.T) {
+		s := startServer(t, testserver.Config{Require: testserver.RefuseAll, Upgrade: []string{"HTTP/3"}})
+		tr := newTransport(t, legacyBase(t, nil))
+		var rec recorder
+		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.StatusCode != 426 || s.Count() != 1 {
+			t.Errorf("got %d after %d requests, want the 426 after 1", resp.StatusCode, s.Count())
+		}
+		if skipped := rec.decided[0].Skipped; len(skipped) != 1 || !errors.Is(skipped[0].Reason, ErrNeedsTLS) {
+			t.Errorf("skipped %v, want HTTP/3 refused for needing TLS", skipped)
+		}
+	})
+	t.Run("behind a proxy", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
+		proxy := startConnectProxy(t)
+		base := legacyBase(t, s.CertPool())
+		base.Proxy = http.ProxyURL(proxy.url)
+		tr := newTransport(t, base)
+		var rec recorder
+		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+			t.Errorf("got %d over %s, want 200 over HTTP/2.0 through the proxy", resp.StatusCode, resp.Proto)
+		}
+		if skipped := rec.decided[0].Skipped; len(skipped) != 1 || !errors.Is(skipped[0].Reason, ErrProxied) {
+			t.Errorf("skipped %v, want HTTP/3 refused for the proxy", skipped)
+		}
+		if n := proxy.tunnels.Load(); n != 2 {
+			t.Errorf("%d tunnels through the proxy, want 2 (first request and replay)", n)
+		}
+	})
+}
+
+// With UDP dropped, HTTP/3 fails within its setup bound and the next offer
+// carries the request; the failure marks HTTP/3 broken for the origin.
+func TestHTTP3FallbackAndBrokenMark(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	tr.HTTP3HandshakeTimeout = 200 * time.Millisecond
+	clock := time.Now()
+	tr.now = func() time.Time { return clock }
+
+	get := func() *recorder {
+		t.Helper()
+		var rec recorder
+		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+			t.Fatalf("got %d over %s, want 200 over HTTP/2.0", resp.StatusCode, resp.Proto)
+		}
+		return &rec
+	}
+
+	rec := get()
+	if len(rec.finished) != 2 || !rec.finished[0].Fallback || rec.finished[0].Protocol.String() != "HTTP/3" {
+		t.Fatalf("attempts %+v, want HTTP/3 failing over to HTTP/2", rec.finished)
+	}
+	rec = get()
+	if len(rec.started) != 1 || rec.started[0].String() != "HTTP/2" {
+		t.Errorf("while marked, tried %v; want HTTP/2 directly", rec.started)
+	}
+	if skipped := rec.decided[0].Skipped; len(skipped) != 1 || !errors.Is(skipped[0].Reason, ErrBroken) {
+		t.Errorf("skipped %v, want HTTP/3 as broken", skipped)
+	}
+	clock = clock.Add(brokenPeriod + time.Second)
+	if rec = get(); len(rec.started) != 2 {
+		t.Errorf("after the mark expired, tried %v; want HTTP/3 again, then HTTP/2", rec.started)
+	}
+}
+
+func TestBrokenMarksDoubleAndClear(t *testing.T) {
+	tr := &Transport{}
+	clock := time.Now()
+	tr.now = func() time.Time { return clock }
+	h3 := target{kind: targetHTTP3}
+	offer := []candidate{{offer: Protocol{"HTTP", "3"}, target: h3}}
+	marked := func() bool {
+		kept, _ := tr.dropBroken("https://a:443", append([]candidate(nil), offer...), nil)
+		return len(kept) == 0
+	}
+	failAt := func() {
+		tr.noteOutcome(context.Background(), "https://a:443", h3, false, errors.New("timeout"))
+	}
+
+	want := brokenPeriod
+	for range 12 {
+		failAt()
+		clock = clock.Add(want - time.Second)
+		if !marked() {
+			t.Fatalf("not marked %v into a %v mark", want-time.Second, want)
+		}
+		clock = clock.Add(2 * time.Second)
+		if marked() {
+			t.Fatalf("still marked after %v", want)
+		}
+		want = min(2*want, maxBrokenPeriod)
+	}
+	tr.noteOutcome(context.Background(), "https://a:443", h3, true, nil)
+	failAt()
+	clock = clock.Add(brokenPeriod + time.Second)
+	if marked() {
+		t.Error("a success did not reset the period to its first length")
+	}
+	t.Run("caller's cancellation is no failure", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		tr.noteOutcome(ctx, "https://b:443", h3, false, context.Canceled)
+		if kept, _ := tr.dropBroken("https://b:443", append([]candidate(nil), offer...), nil); len(kept) != 1 {
+			t.Error("a cancelled request marked the origin broken")
+		}
+	})
+	t.Run("bounded", func(t *testing.T) {
+		for i := range maxBrokenMarks + 100 {
+			tr.noteOutcome(context.Background(), "https://host"+string(rune('a'+i%26))+string(rune(i)), h3, false, errors.New("x"))
+		}
+		if n := tr.brokenMarks().marks.Len(); n > maxBrokenMarks {
+			t.Errorf("%d marks kept, bound is %d", n, maxBrokenMarks)
+		}
+	})
+}
+
+func TestHTTP3Failures(t *testing.T) {
+	otherCA, err := testserver.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		server   testserver.Config
+		upgrade  string
+		wantErr  func(error) bool
+		wantNext string // "" when the request must end in *UpgradeError
+	}{
+		{"UDP dropped, nothing else offered", testserver.Config{DropUDP: true}, "HTTP/3", isTimeout, ""},
+		{"certificate fails over QUIC, HTTP/2 next", testserver.Config{HTTP3: true, HTTP3CA: otherCA}, "HTTP/3, HTTP/2", isCertError, "HTTP/2.0"},
+		{"certificate fails over QUIC, nothing else", testserver.Config{HTTP3: true, HTTP3CA: otherCA}, "HTTP/3", isCertError, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.server
+			cfg.TLS, cfg.Require, cfg.Upgrade = true, testserver.RequireHTTP2, []string{tt.upgrade}
+			s := startServer(t, cfg)
+			tr := newTransport(t, legacyBase(t, s.CertPool()))
+			tr.HTTP3HandshakeTimeout = 200 * time.Millisecond
+			var rec recorder
+			resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+			if tt.wantNext != "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				readAll(t, resp)
+				if resp.Proto != tt.wantNext || resp.StatusCode != 200 {
+					t.Errorf("got %d over %s, want 200 over %s", resp.StatusCode, resp.Proto, tt.wantNext)
+				}
+				if first := rec.finished[0]; !tt.wantErr(first.Err) {
+					t.Errorf("HTTP/3 failed with %v", first.Err)
+				}
+				return
+			}
+			var ue *UpgradeError
+			if !errors.As(err, &ue) || len(ue.Attempts) != 1 || !tt.wantErr(ue.Attempts[0].Err) {
+				t.Fatalf("got %v; want an *UpgradeError with the HTTP/3 failure", err)
+			}
+			if readAll(t, ue.Response) != "426 upgrade required\n" || s.Count() != 1 {
+				t.Errorf("426 not carried, or server saw %d requests", s.Count())
+			}
+		})
+	}
+}
+
+func isTimeout(err error) bool {
+	var timeout interface{ Timeout() bool }
+	return errors.As(err, &timeout) && timeout.Timeout()
+}
+
+func isCertError(err error) bool {
+	var certErr *tls.CertificateVerificationError
+	return errors.As(err, &certErr)
+}
+
+// The request's own deadline stops an HTTP/3 setup that would take longer.
+func TestHTTP3SetupStopsWithTheRequest(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	tr.HTTP3HandshakeTimeout = time.Minute
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	var rec recorder
+	_, err := tr.RoundTrip(newRequest(t, WithTrace(ctx, rec.trace()), "GET", s.URL, nil))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the request's deadline", err)
+	}
+	if len(rec.finished) != 1 || rec.finished[0].Fallback {
+		t.Errorf("attempts %+v: a request that ran out of time must not fall back", rec.finished)
+	}
+}
+
+func TestHTTP3SetupBoundDefault(t *testing.T) {
+	if got := (&Transport{}).http3HandshakeTimeout(); got != 2*time.Second {
+		t.Errorf("default HTTP/3 setup bound %v, want 2s", got)
+	}
+}
+
+func TestHTTP3DropsHopByHopHeaders(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	req := newRequest(t, testContext(t), "GET", s.URL, nil)
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "1")
+	req.Header.Set("TE", "gzip")
+	req.Header.Set("Keep-Alive", "timeout=5")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	replayed := s.Requests()[1]
+	if replayed.Proto != "HTTP/3.0" {
+		t.Fatalf("replay over %s", replayed.Proto)
+	}
+	for _, name := range []string{"Connection", "X-Hop", "Te", "Keep-Alive"} {
+		if v, ok := replayed.Header[name]; ok {
+			t.Errorf("HTTP/3 replay carried %s: %q", name, v)
+		}
+	}
+}
+
+// Many HTTP/3 replays, then Close: the QUIC socket and its goroutines go
+// (goleak in TestMain), and the transport refuses further work.
+func TestHTTP3CloseReleasesQUIC(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}})
+	tr := &Transport{Base: legacyBase(t, s.CertPool())}
+	for range 30 {
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readAll(t, resp); resp.Proto != "HTTP/3.0" {
+			t.Fatalf("replay over %s", resp.Proto)
+		}
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil)); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: %v", err)
+	}
+}
