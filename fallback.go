@@ -30,7 +30,7 @@ func alreadyReplayed(req *http.Request, resp *http.Response) bool {
 // connection was had (dial, handshake, ALPN) it goes on to the next. Any
 // response, whatever its status, ends the search (DESIGN §1 step 5).
 // first is the body for the first attempt; resp426 has been drained.
-func (t *Transport) replay(req *http.Request, origin string, bodies *replayBody, first io.ReadCloser, candidates []candidate, offered []Protocol, resp426 *http.Response, trace *Trace) (*http.Response, error) {
+func (t *Transport) replay(req *http.Request, origin origin, bodies *replayBody, first io.ReadCloser, candidates []candidate, offered []Protocol, resp426 *http.Response, trace *Trace) (*http.Response, error) {
 	defer bodies.done()
 	var attempts []Attempt
 	body := first
@@ -66,6 +66,9 @@ func (t *Transport) replay(req *http.Request, origin string, bodies *replayBody,
 func (t *Transport) send(req *http.Request, tgt target, body io.ReadCloser) (resp *http.Response, connected bool, err error) {
 	rt, err := t.innerFor(tgt)
 	if err != nil {
+		if body != nil {
+			body.Close() // no transport took it, and RoundTrip must close it
+		}
 		return nil, false, err
 	}
 	var gotConn atomic.Bool
@@ -119,7 +122,7 @@ const (
 )
 
 type brokenKey struct {
-	origin string
+	origin origin
 	target target
 }
 
@@ -150,7 +153,7 @@ func (t *Transport) clock() time.Time {
 }
 
 // dropBroken moves the candidates marked broken for origin to skipped.
-func (t *Transport) dropBroken(origin string, usable []candidate, skipped []Skipped) ([]candidate, []Skipped) {
+func (t *Transport) dropBroken(origin origin, usable []candidate, skipped []Skipped) ([]candidate, []Skipped) {
 	b := t.brokenMarks()
 	now := t.clock()
 	kept := usable[:0]
@@ -169,7 +172,7 @@ func (t *Transport) dropBroken(origin string, usable []candidate, skipped []Skip
 // noteOutcome marks tgt broken for origin after a failure before any
 // connection, and clears the mark after a response. Failures the caller
 // caused (its context ended) or Close caused say nothing about the server.
-func (t *Transport) noteOutcome(ctx context.Context, origin string, tgt target, connected bool, err error) {
+func (t *Transport) noteOutcome(ctx context.Context, origin origin, tgt target, connected bool, err error) {
 	b := t.brokenMarks()
 	key := brokenKey{origin, tgt}
 	b.mu.Lock()

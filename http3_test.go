@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -141,6 +142,11 @@ func TestHTTP3FallbackAndBrokenMark(t *testing.T) {
 	}
 }
 
+var (
+	originA = origin{scheme: "https", host: "a", port: "443"}
+	originB = origin{scheme: "https", host: "b", port: "443"}
+)
+
 func TestBrokenMarksDoubleAndClear(t *testing.T) {
 	tr := &Transport{}
 	clock := time.Now()
@@ -148,11 +154,11 @@ func TestBrokenMarksDoubleAndClear(t *testing.T) {
 	h3 := target{kind: targetHTTP3}
 	offer := []candidate{{offer: Protocol{"HTTP", "3"}, target: h3}}
 	marked := func() bool {
-		kept, _ := tr.dropBroken("https://a:443", append([]candidate(nil), offer...), nil)
+		kept, _ := tr.dropBroken(originA, append([]candidate(nil), offer...), nil)
 		return len(kept) == 0
 	}
 	failAt := func() {
-		tr.noteOutcome(context.Background(), "https://a:443", h3, false, errors.New("timeout"))
+		tr.noteOutcome(context.Background(), originA, h3, false, errors.New("timeout"))
 	}
 
 	want := brokenPeriod
@@ -168,7 +174,7 @@ func TestBrokenMarksDoubleAndClear(t *testing.T) {
 		}
 		want = min(2*want, maxBrokenPeriod)
 	}
-	tr.noteOutcome(context.Background(), "https://a:443", h3, true, nil)
+	tr.noteOutcome(context.Background(), originA, h3, true, nil)
 	failAt()
 	clock = clock.Add(brokenPeriod + time.Second)
 	if marked() {
@@ -177,14 +183,14 @@ func TestBrokenMarksDoubleAndClear(t *testing.T) {
 	t.Run("caller's cancellation is no failure", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		tr.noteOutcome(ctx, "https://b:443", h3, false, context.Canceled)
-		if kept, _ := tr.dropBroken("https://b:443", append([]candidate(nil), offer...), nil); len(kept) != 1 {
+		tr.noteOutcome(ctx, originB, h3, false, context.Canceled)
+		if kept, _ := tr.dropBroken(originB, append([]candidate(nil), offer...), nil); len(kept) != 1 {
 			t.Error("a cancelled request marked the origin broken")
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
 		for i := range maxBrokenMarks + 100 {
-			tr.noteOutcome(context.Background(), "https://host"+string(rune('a'+i%26))+string(rune(i)), h3, false, errors.New("x"))
+			tr.noteOutcome(context.Background(), origin{scheme: "https", host: fmt.Sprint("host", i), port: "443"}, h3, false, errors.New("x"))
 		}
 		if n := tr.brokenMarks().marks.Len(); n > maxBrokenMarks {
 			t.Errorf("%d marks kept, bound is %d", n, maxBrokenMarks)

@@ -6,22 +6,34 @@ import (
 	"strings"
 )
 
-// originOf returns the key for what is learned about a server:
-// scheme://host:port of the URL, host lower-cased, default port filled in.
-// A Host header other than the URL's names another virtual server behind
-// the same address, so it is part of the key.
-func originOf(req *http.Request) string {
-	scheme := req.URL.Scheme
-	host := strings.ToLower(req.URL.Hostname())
-	port := req.URL.Port()
-	if port == "" {
-		port = defaultPort(scheme)
+// origin identifies a server for what is learned about it (DESIGN §5): the
+// URL's scheme, host (lower-cased) and port (default filled in). A Host
+// header other than the URL's names another virtual server behind the same
+// address, so it is part of the key. Built from the request's own strings,
+// a key costs no allocation unless a host needs lower-casing.
+type origin struct {
+	scheme, host, port string
+	vhost              string // the Host header when it differs from the URL's
+}
+
+func originOf(req *http.Request) origin {
+	o := origin{
+		scheme: req.URL.Scheme,
+		host:   strings.ToLower(req.URL.Hostname()),
+		port:   req.URL.Port(),
 	}
-	key := scheme + "://" + net.JoinHostPort(host, port)
+	if o.port == "" {
+		o.port = defaultPort(o.scheme)
+	}
 	if req.Host != "" && !strings.EqualFold(req.Host, req.URL.Host) {
-		key += " host=" + strings.ToLower(req.Host)
+		o.vhost = strings.ToLower(req.Host)
 	}
-	return key
+	return o
+}
+
+// String returns scheme://host:port, as in an Alt-Svc cache.
+func (o origin) String() string {
+	return o.scheme + "://" + net.JoinHostPort(o.host, o.port)
 }
 
 func defaultPort(scheme string) string {

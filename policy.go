@@ -64,7 +64,7 @@ func (t *Transport) choose(req *http.Request, resp *http.Response, offered []Pro
 		if reason == nil {
 			for _, earlier := range usable {
 				if earlier.target == tgt {
-					reason = fmt.Errorf("upgrade: same as the earlier offer %s", earlier.offer)
+					reason = fmt.Errorf("%w: same as the earlier offer %s", ErrNoChange, earlier.offer)
 					break
 				}
 			}
@@ -113,15 +113,18 @@ func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Prot
 			// In-band TLS on http:// origins (RFC 2817) is not built yet.
 			return target{}, ErrUnsupportedOffer
 		}
-		least := t.floor()
+		// The offer names the least version the server takes; the new
+		// connection also keeps to our floor, but only the offer decides
+		// whether the 426's connection already met the demand.
+		asked, least := uint16(tls.VersionTLS10), t.floor()
 		if offer.Version != "" {
 			v, ok := tlsVersions[offer.Version]
 			if !ok {
 				return target{}, ErrUnsupportedOffer
 			}
-			least = max(least, v)
+			asked, least = v, max(least, v)
 		}
-		if resp.TLS != nil && resp.TLS.Version >= least {
+		if resp.TLS != nil && resp.TLS.Version >= asked {
 			return target{}, ErrNoChange
 		}
 		return target{kind: targetTLS, minTLS: least}, nil
@@ -146,18 +149,21 @@ func isHTTP3(p Protocol) bool {
 	return p.Is("HTTP", "3") || p.Is("HTTP", "3.0") || p.Is("h3", "")
 }
 
+func (t *Transport) checkUpgrade() CheckUpgradeFunc {
+	if t.CheckUpgrade != nil {
+		return t.CheckUpgrade
+	}
+	return DefaultCheckUpgrade
+}
+
 // applyCheck runs the caller's hook and keeps only what it returns that is
 // usable, in the hook's order.
 func (t *Transport) applyCheck(req *http.Request, resp *http.Response, usable []candidate) ([]candidate, error) {
-	check := t.CheckUpgrade
-	if check == nil {
-		return usable, nil // DefaultCheckUpgrade, without copying
-	}
 	offers := make([]Protocol, len(usable))
 	for i, c := range usable {
 		offers[i] = c.offer
 	}
-	picked, err := check(req, resp, offers)
+	picked, err := t.checkUpgrade()(req, resp, offers)
 	if err != nil {
 		return nil, err
 	}

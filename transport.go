@@ -139,7 +139,7 @@ func (t *Transport) upgrade(req *http.Request, held *oneShotBody, resp *http.Res
 
 // decide returns the candidates to try and the body for the first attempt,
 // or the reason the 426 goes back to the caller untouched.
-func (t *Transport) decide(req *http.Request, origin string, resp *http.Response, offered []Protocol, parseErr error, bodies *replayBody) ([]candidate, []Skipped, io.ReadCloser, error) {
+func (t *Transport) decide(req *http.Request, origin origin, resp *http.Response, offered []Protocol, parseErr error, bodies *replayBody) ([]candidate, []Skipped, io.ReadCloser, error) {
 	if parseErr != nil {
 		return nil, nil, nil, parseErr
 	}

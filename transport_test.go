@@ -28,7 +28,6 @@ func TestUpgradeTargets(t *testing.T) {
 		{"h1 to h2c via h2c", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}, 0, "HTTP/2.0", 0, ""},
 		{"h1 to h2c via HTTP/2", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, 0, "HTTP/2.0", 0, ""},
 		{"TLS 1.2 to 1.3", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}, 0, "HTTP/1.1", tls.VersionTLS13, ""},
-		{"TLS/1.2 under a 1.3 floor", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.2"}}, tls.VersionTLS13, "HTTP/1.1", tls.VersionTLS13, ""},
 		{"first usable offer wins", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"websocket, h2c", "HTTP/2, TLS/1.3"}}, 0, "HTTP/2.0", tls.VersionTLS12, "h2"},
 	}
 	for _, tt := range tests {
@@ -79,6 +78,7 @@ func TestUnusableOffersReturnThe426(t *testing.T) {
 		{"h2c on https would drop TLS", true, []string{"h2c"}, ErrNoUsableOffer, ErrDowngrade},
 		{"TLS/1.0 on a TLS 1.2 connection", true, []string{"TLS/1.0"}, ErrNoUsableOffer, ErrNoChange},
 		{"TLS on a TLS 1.2 connection", true, []string{"TLS"}, ErrNoUsableOffer, ErrNoChange},
+		{"TLS/1.2 on a TLS 1.2 connection", true, []string{"TLS/1.2"}, ErrNoUsableOffer, ErrNoChange},
 		{"TLS on http (RFC 2817) not built", false, []string{"TLS/1.2"}, ErrNoUsableOffer, ErrUnsupportedOffer},
 		{"malformed header", true, []string{"HTTP/2, web socket"}, new(ParseError), nil},
 	}
@@ -114,6 +114,26 @@ func TestUnusableOffersReturnThe426(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A TLS/x.y offer the connection falls short of is met at the floor when the
+// floor is higher: the new connection never goes below MinTLSVersion.
+func TestTLSOfferRaisedToTheFloor(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, MinTLSVersion: tls.VersionTLS10, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.1"}})
+	base := legacyBase(t, s.CertPool())
+	base.TLSClientConfig.MinVersion, base.TLSClientConfig.MaxVersion = tls.VersionTLS10, tls.VersionTLS10
+	tr := newTransport(t, base)
+	tr.MinTLSVersion = tls.VersionTLS13
+
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	seen := s.Requests()
+	if resp.StatusCode != 200 || tlsVersion(resp) != tls.VersionTLS13 || len(seen) != 2 || seen[0].TLSVersion != tls.VersionTLS10 {
+		t.Errorf("got %d over %s after %+v; want TLS 1.0 refused, then 200 over TLS 1.3", resp.StatusCode, tls.VersionName(tlsVersion(resp)), seen)
 	}
 }
 
@@ -313,7 +333,6 @@ func TestCloseReleasesAndRefuses(t *testing.T) {
 		t.Fatalf("RoundTrip after Close: %v, want ErrClosed", err)
 	}
 	body.waitCloses(t)
-	// goleak in TestMain checks that the HTTP/2 connection is gone.
 }
 
 // A response still being read when Close is called releases its connection

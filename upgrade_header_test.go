@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"bufio"
 	"errors"
 	"net/http"
 	"reflect"
@@ -57,10 +58,13 @@ func repeatProtocol(p Protocol, n int) []Protocol {
 }
 
 func TestParseUpgradeLowerCaseHeaderName(t *testing.T) {
-	// HAProxy writes "upgrade:"; net/http canonicalises the key on the way in.
-	h := http.Header{}
-	h.Add("upgrade", "HTTP/2.0")
-	got, err := ParseUpgrade(h)
+	// HAProxy writes "upgrade:" on the wire; it must still be found.
+	raw := "HTTP/1.1 426 Upgrade Required\r\nupgrade: HTTP/2.0\r\nContent-Length: 0\r\n\r\n"
+	resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseUpgrade(resp.Header)
 	if err != nil || len(got) != 1 || !got[0].Is("http", "2.0") {
 		t.Fatalf("got %v, %v; want [HTTP/2.0]", got, err)
 	}
