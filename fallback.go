@@ -36,9 +36,13 @@ func (t *Transport) replay(req *http.Request, origin origin, bodies *replayBody,
 	body := first
 	for i, c := range candidates {
 		trace.replayStart(c.offer)
-		resp, connected, err := t.send(req, c.target, body)
+		resp, connected, err := t.send(req, c.target, body, true)
 		t.noteOutcome(req.Context(), origin, c.target, connected, err)
 		if err == nil {
+			if resp.StatusCode != http.StatusUpgradeRequired {
+				t.learn(origin, c)
+				trace.learned(MemoryInfo{Origin: origin.String(), Protocol: c.offer})
+			}
 			trace.replayDone(ReplayDoneInfo{Protocol: c.offer, StatusCode: resp.StatusCode, Proto: resp.Proto, TLS: tlsVersion(resp)})
 			return resp, nil
 		}
@@ -61,9 +65,10 @@ func (t *Transport) replay(req *http.Request, origin origin, bodies *replayBody,
 	return nil, &UpgradeError{Offered: offered, Attempts: attempts, Response: resp426}
 }
 
-// send replays req over the inner transport for tgt. connected reports
-// whether a connection was had: if not, the request never left.
-func (t *Transport) send(req *http.Request, tgt target, body io.ReadCloser) (resp *http.Response, connected bool, err error) {
+// send sends req over the inner transport for tgt, marked as a replay when
+// it is one. connected reports whether a connection was had: if not, the
+// request never left.
+func (t *Transport) send(req *http.Request, tgt target, body io.ReadCloser, replay bool) (resp *http.Response, connected bool, err error) {
 	rt, err := t.innerFor(tgt)
 	if err != nil {
 		if body != nil {
@@ -72,7 +77,10 @@ func (t *Transport) send(req *http.Request, tgt target, body io.ReadCloser) (res
 		return nil, false, err
 	}
 	var gotConn atomic.Bool
-	ctx := context.WithValue(req.Context(), replayedKey{}, true)
+	ctx := req.Context()
+	if replay {
+		ctx = context.WithValue(ctx, replayedKey{}, true)
+	}
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) },
 	})

@@ -44,6 +44,7 @@ func (t *Transport) innerFor(tgt target) (http.RoundTripper, error) {
 		return rt, nil
 	}
 	rt := t.newInner(tgt)
+	t.innerBuilt.Add(1)
 	if t.inner == nil {
 		t.inner = make(map[target]http.RoundTripper)
 	}

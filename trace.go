@@ -16,6 +16,22 @@ type Trace struct {
 	ReplayStart func(p Protocol)
 	// ReplayDone is called when that attempt ends.
 	ReplayDone func(ReplayDoneInfo)
+
+	// Learned is called when a replay's success is remembered for the origin.
+	Learned func(MemoryInfo)
+	// Remembered is called when a request goes straight over the protocol
+	// remembered for its origin, without meeting the 426 first.
+	Remembered func(MemoryInfo)
+	// Forgot is called when what was remembered no longer holds: the
+	// protocol failed before a connection (Err says how) or met a 426.
+	Forgot func(MemoryInfo)
+}
+
+// MemoryInfo is about what is remembered for an origin.
+type MemoryInfo struct {
+	Origin   string // scheme://host:port
+	Protocol Protocol
+	Err      error
 }
 
 // Got426Info describes a 426 response.
@@ -88,5 +104,23 @@ func (t *Trace) replayStart(p Protocol) {
 func (t *Trace) replayDone(info ReplayDoneInfo) {
 	if t.ReplayDone != nil {
 		t.ReplayDone(info)
+	}
+}
+
+func (t *Trace) learned(info MemoryInfo) {
+	if t.Learned != nil {
+		t.Learned(info)
+	}
+}
+
+func (t *Trace) remembered(info MemoryInfo) {
+	if t.Remembered != nil {
+		t.Remembered(info)
+	}
+}
+
+func (t *Trace) forgot(info MemoryInfo) {
+	if t.Forgot != nil {
+		t.Forgot(info)
 	}
 }

@@ -63,10 +63,24 @@ type Transport struct {
 	// context that ends sooner stops it sooner.
 	HTTP3HandshakeTimeout time.Duration
 
+	// MemoryTTL is how long the protocol an origin demanded is remembered,
+	// so that later requests go straight to it. Zero means 24 hours, as
+	// Alt-Svc's default.
+	MemoryTTL time.Duration
+
+	// MemorySize bounds how many origins are remembered; the least recently
+	// used are forgotten first. Zero means 4096; negative turns the memory
+	// off, so every request meets its 426 anew.
+	MemorySize int
+
 	closed atomic.Bool // set once by Close; read without the lock on every request
 
 	mu    sync.Mutex                   // guards inner, and closed's transition
 	inner map[target]http.RoundTripper // one per target, built on first use
+
+	memoryOnce sync.Once
+	mem        atomic.Pointer[memory] // nil until something is learned or imported (memory.go)
+	innerBuilt atomic.Int32           // inner transports built, for tests
 
 	brokenOnce sync.Once
 	broken     *brokenMarks     // offers that failed per origin (fallback.go)
@@ -96,8 +110,9 @@ func (t *Transport) floor() uint16 {
 	return tls.VersionTLS12
 }
 
-// RoundTrip sends req through Base. A response other than 426 is returned
-// as it is. On a 426 whose Upgrade header offers something usable, the 426
+// RoundTrip sends req through Base, or straight over the protocol its
+// origin demanded before (see MemoryTTL). A response other than 426 is
+// returned as it is. On a 426 whose Upgrade header offers something usable, the 426
 // is drained and closed and a clone of req is sent once over the offered
 // protocol; the response to that is returned, whatever its status. When
 // nothing usable is offered, or the body cannot be sent again, the 426 is
@@ -110,6 +125,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, ErrClosed
 	}
+	if o, via, ok := t.recall(req); ok {
+		return t.viaMemory(req, o, via)
+	}
+	return t.viaBase(req)
+}
+
+// viaBase sends req through Base and handles a 426.
+func (t *Transport) viaBase(req *http.Request) (*http.Response, error) {
 	first, held := holdBody(req)
 	resp, err := t.base().RoundTrip(first)
 	if err != nil || resp.StatusCode != http.StatusUpgradeRequired {

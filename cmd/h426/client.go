@@ -29,6 +29,12 @@ func fetch(o options, stdout, stderr io.Writer) (err error) {
 		MinTLSVersion: uint16(o.minTLS),
 	}
 	defer func() { err = errors.Join(err, transport.Close()) }()
+	if o.memory != "" {
+		if err := loadMemory(transport, o.memory, stderr); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, saveMemory(transport, o.memory)) }()
+	}
 
 	ctx, cancel := withTimeout(context.Background(), o.timeout)
 	defer cancel()
@@ -56,6 +62,36 @@ func fetch(o options, stdout, stderr io.Writer) (err error) {
 	}
 	_, err = io.Copy(stdout, resp.Body)
 	return err
+}
+
+// loadMemory imports the origin memory from file; a missing file is an
+// empty memory, so the first run creates it.
+func loadMemory(transport *upgrade.Transport, file string, stderr io.Writer) error {
+	f, err := os.Open(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, skipped, err := transport.ImportMemory(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if skipped > 0 {
+		fmt.Fprintf(stderr, "h426: %s: skipped %d expired or invalid entries\n", file, skipped)
+	}
+	return nil
+}
+
+// saveMemory writes the origin memory to file, replacing it whole.
+func saveMemory(transport *upgrade.Transport, file string) error {
+	var buf bytes.Buffer
+	if err := transport.ExportMemory(&buf); err != nil {
+		return err
+	}
+	return os.WriteFile(file, buf.Bytes(), 0o600)
 }
 
 // newClient wraps rt in a client that, like curl, does not follow redirects.

@@ -66,6 +66,7 @@ type options struct {
 	insecure bool
 	legacy   bool
 	minTLS   tlsVersionFlag
+	memory   string        // file the origin memory is loaded from and saved to
 	timeout  time.Duration // 0: no limit
 	url      string
 }
@@ -86,6 +87,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.insecure, "k", false, "do not verify server certificates (insecure)")
 	fs.BoolVar(&o.legacy, "legacy", false, "first attempt with HTTP/1.1 only and TLS 1.2 at most, so servers ask for an upgrade")
 	fs.Var(&o.minTLS, "min-tls", "least TLS `version` for upgraded connections: 1.2 or 1.3 (default 1.2)")
+	fs.StringVar(&o.memory, "memory", "", "load what origins demanded from `file` (if present) and save it back after the request")
 	fs.Float64Var(&seconds, "m", 30, "give up after this many `seconds`; 0 for no limit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: h426 [flags] URL\n       h426 demo\n\nflags:\n")

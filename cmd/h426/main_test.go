@@ -369,3 +369,31 @@ func TestConnectionRefused(t *testing.T) {
 		t.Errorf("stderr = %q, want an h426: error", &stderr)
 	}
 }
+
+// --memory carries what an origin demanded from one run to the next: the
+// second run goes straight to HTTP/2 and the server refuses nothing more.
+func TestMemoryFile(t *testing.T) {
+	srv, err := testserver.Start(testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	file := filepath.Join(t.TempDir(), "memory.json")
+	args := withServer(t, []string{"--legacy", "--cacert", "CA", "--memory", file, "-i", "URL/"}, srv)
+	for i, wantRefused := range []int{1, 1} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != exitOK {
+			t.Fatalf("run %d: exit %d: %s", i, code, &stderr)
+		}
+		if !strings.HasPrefix(stdout.String(), "HTTP/2.0 200") {
+			t.Errorf("run %d printed %q, want an HTTP/2.0 200", i, stdout.String())
+		}
+		if n := srv.Refused(); n != wantRefused {
+			t.Errorf("after run %d the server refused %d requests, want %d", i, n, wantRefused)
+		}
+	}
+	saved, err := os.ReadFile(file)
+	if err != nil || !strings.Contains(string(saved), `"protocol":"HTTP/2"`) {
+		t.Errorf("memory file holds %s (%v)", saved, err)
+	}
+}

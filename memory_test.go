@@ -1,0 +1,424 @@
+package upgrade
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/h426/upgrade/internal/testserver"
+)
+
+// The 426 is paid once per origin: later requests go straight to the
+// protocol that worked, over every kind of target.
+func TestMemoryPaysThe426Once(t *testing.T) {
+	tests := []struct {
+		name      string
+		server    testserver.Config
+		wantProto string
+	}{
+		{"HTTP/2", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, "HTTP/2.0"},
+		{"h2c", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}, "HTTP/2.0"},
+		{"TLS/1.3", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}, "HTTP/1.1"},
+		{"HTTP/3", testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}}, "HTTP/3.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, tt.server)
+			tr := newTransport(t, legacyBase(t, s.CertPool()))
+			var hits atomic.Int32
+			trace := &Trace{Remembered: func(MemoryInfo) { hits.Add(1) }}
+			for i := range 10 {
+				body := fmt.Sprint("request ", i)
+				resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), trace), "POST", s.URL, strings.NewReader(body)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if readAll(t, resp); resp.StatusCode != 200 || resp.Proto != tt.wantProto {
+					t.Fatalf("request %d: %d over %s", i, resp.StatusCode, resp.Proto)
+				}
+			}
+			if refused, seen := s.Refused(), s.Count(); refused != 1 || seen != 11 {
+				t.Errorf("server refused %d of %d requests, want 1 of 11", refused, seen)
+			}
+			if n := hits.Load(); n != 9 {
+				t.Errorf("%d requests went straight to the remembered protocol, want 9", n)
+			}
+		})
+	}
+}
+
+func TestMemoryExpiresAndIsBounded(t *testing.T) {
+	servers := make([]*testserver.Server, 3)
+	ca, err := testserver.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range servers {
+		servers[i] = startServer(t, testserver.Config{TLS: true, CA: ca, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	}
+	tr := newTransport(t, legacyBase(t, ca.CertPool()))
+	tr.MemorySize, tr.MemoryTTL = 2, time.Hour
+	clock := time.Now()
+	tr.now = func() time.Time { return clock }
+	get := func(s *testserver.Server) {
+		t.Helper()
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readAll(t, resp); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+
+	get(servers[0])
+	get(servers[0])
+	if n := servers[0].Refused(); n != 1 {
+		t.Fatalf("refused %d, want 1 before expiry", n)
+	}
+	clock = clock.Add(time.Hour)
+	get(servers[0])
+	if n := servers[0].Refused(); n != 2 {
+		t.Errorf("refused %d after the TTL, want the 426 met again", n)
+	}
+	// Two more origins push the first out of a memory of two.
+	get(servers[1])
+	get(servers[2])
+	get(servers[0])
+	if n := servers[0].Refused(); n != 3 {
+		t.Errorf("refused %d after eviction, want the 426 met again", n)
+	}
+}
+
+// A remembered protocol that fails before a connection is forgotten, marked
+// broken, and the request goes through Base again.
+func TestMemoryForgetsAFailingProtocol(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	tr.HTTP3HandshakeTimeout = 200 * time.Millisecond
+	warm := fmt.Sprintf(`{"version":1,"entries":[{"origin":%q,"protocol":"HTTP/3","expires":%q}]}`,
+		s.URL, time.Now().Add(time.Hour).Format(time.RFC3339))
+	if n, skipped, err := tr.ImportMemory(strings.NewReader(warm)); n != 1 || skipped != 0 || err != nil {
+		t.Fatalf("import: %d, %d, %v", n, skipped, err)
+	}
+	var rec recorder
+	var forgot []MemoryInfo
+	trace := rec.trace()
+	trace.Forgot = func(i MemoryInfo) { forgot = append(forgot, i) }
+	payload := bytes.Repeat([]byte("x"), 10_000)
+	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), trace), "POST", s.URL, bytes.NewReader(payload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+		t.Fatalf("got %d over %s, want 200 over HTTP/2.0", resp.StatusCode, resp.Proto)
+	}
+	if len(forgot) != 1 || !isTimeout(forgot[0].Err) {
+		t.Errorf("forgot %+v, want HTTP/3 forgotten after its timeout", forgot)
+	}
+	if skipped := rec.decided[0].Skipped; len(skipped) != 1 || !errors.Is(skipped[0].Reason, ErrBroken) {
+		t.Errorf("after the 426, skipped %v; want HTTP/3 marked broken", skipped)
+	}
+	seen := s.Requests()
+	if len(seen) != 2 || seen[1].BodyLen != int64(len(payload)) {
+		t.Errorf("server saw %+v, want the 426 then the whole body over HTTP/2", seen)
+	}
+}
+
+// A 426 over the remembered protocol is handled like any other, and what
+// worked next is remembered instead.
+func TestMemoryFollowsAServerThatRaisesItsDemand(t *testing.T) {
+	var wantHTTP3 atomic.Bool
+	demand := func(r *http.Request) bool {
+		if wantHTTP3.Load() {
+			return r.ProtoMajor >= 3
+		}
+		return r.ProtoMajor >= 2
+	}
+	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: demand, Upgrade: []string{"HTTP/2"},
+		Refuse: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor < 2 {
+				w.Header().Set("Upgrade", "HTTP/2")
+			} else {
+				w.Header().Set("Upgrade", "HTTP/3")
+			}
+			w.WriteHeader(http.StatusUpgradeRequired)
+		})})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	protos := []string{}
+	for i := range 4 {
+		if i == 2 {
+			wantHTTP3.Store(true)
+		}
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		protos = append(protos, resp.Proto)
+	}
+	want := "HTTP/2.0 HTTP/2.0 HTTP/3.0 HTTP/3.0"
+	if got := strings.Join(protos, " "); got != want {
+		t.Errorf("answers over %s, want %s", got, want)
+	}
+	if n := s.Refused(); n != 2 {
+		t.Errorf("server refused %d requests, want 2 (one per demand)", n)
+	}
+}
+
+// Hundreds of requests meeting their first 426 together build each inner
+// transport once, and all end correctly; once the origin is learned, a herd
+// meets no 426 at all.
+func TestMemoryUnderAHerd(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	base := legacyBase(t, s.CertPool())
+	base.MaxConnsPerHost = 50 // the herd queues on the first leg instead of opening 500 sockets
+	tr := newTransport(t, base)
+	herd := func(n int) {
+		t.Helper()
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Go(func() {
+				<-start
+				resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+				if err != nil {
+					errs <- err
+					return
+				}
+				readAll(t, resp)
+				if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+					errs <- fmt.Errorf("%d over %s", resp.StatusCode, resp.Proto)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}
+
+	herd(500)
+	if n := tr.innerBuilt.Load(); n != 1 {
+		t.Errorf("%d inner transports built for one kind, want 1", n)
+	}
+	learned := s.Refused()
+	t.Logf("first herd of 500: %d met the 426 before the origin was learned", learned)
+	herd(300)
+	if n := s.Refused() - learned; n != 0 {
+		t.Errorf("a herd of 300 to a learned origin met %d 426s, want 0", n)
+	}
+}
+
+func TestOriginKey(t *testing.T) {
+	tests := []struct {
+		url, host string
+		want      origin
+	}{
+		{"https://Example.COM/x", "", origin{"https", "example.com", "443", ""}},
+		{"http://example.com/", "", origin{"http", "example.com", "80", ""}},
+		{"https://example.com:8443/", "", origin{"https", "example.com", "8443", ""}},
+		{"https://[::1]:8443/", "", origin{"https", "::1", "8443", ""}},
+		{"https://example.com/", "Example.com", origin{"https", "example.com", "443", ""}},
+		{"https://10.0.0.1/", "www.Example.com", origin{"https", "10.0.0.1", "443", "www.example.com"}},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest("GET", tt.url, nil)
+		if tt.host != "" {
+			req.Host = tt.host
+		}
+		if got := originOf(req); got != tt.want {
+			t.Errorf("%s (Host %q): %+v, want %+v", tt.url, tt.host, got, tt.want)
+		}
+	}
+}
+
+// A request naming another virtual host, or another port, is another origin.
+func TestMemoryKeysOnHostAndPort(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	base := legacyBase(t, s.CertPool())
+	base.TLSClientConfig.ServerName = "localhost"
+	tr := newTransport(t, base)
+	get := func(host string) {
+		t.Helper()
+		req := newRequest(t, testContext(t), "GET", s.URL, nil)
+		req.Host = host
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
+	get("")
+	get("")
+	get("other.test")
+	if n := s.Refused(); n != 2 {
+		t.Errorf("server refused %d, want 2: the other Host is another origin", n)
+	}
+}
+
+func TestMemoryExportImport(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}})
+	first := newTransport(t, legacyBase(t, s.CertPool()))
+	resp, err := first.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	var file bytes.Buffer
+	if err := first.ExportMemory(&file); err != nil {
+		t.Fatal(err)
+	}
+	var decoded memoryFile
+	if err := json.Unmarshal(file.Bytes(), &decoded); err != nil || decoded.Version != 1 || len(decoded.Entries) != 1 ||
+		decoded.Entries[0].Origin != s.URL || decoded.Entries[0].Protocol != "TLS/1.3" {
+		t.Fatalf("exported %s (%v)", file.Bytes(), err)
+	}
+
+	warm := newTransport(t, legacyBase(t, s.CertPool()))
+	if n, skipped, err := warm.ImportMemory(&file); n != 1 || skipped != 0 || err != nil {
+		t.Fatalf("import: %d imported, %d skipped, %v", n, skipped, err)
+	}
+	before := s.Refused()
+	resp, err = warm.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.TLS.Version != tls.VersionTLS13 || s.Refused() != before {
+		t.Errorf("warm start: %d over %s after %d new 426s; want 200 over TLS 1.3 and none", resp.StatusCode, tls.VersionName(resp.TLS.Version), s.Refused()-before)
+	}
+}
+
+func TestImportMemoryValidates(t *testing.T) {
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	earlier := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	entry := func(origin, protocol, expires string) string {
+		return fmt.Sprintf(`{"origin":%q,"protocol":%q,"expires":%q}`, origin, protocol, expires)
+	}
+	file := `{"version":1,"entries":[` + strings.Join([]string{
+		entry("https://a.test:443", "HTTP/2", later),      // kept
+		entry("http://b.test:80", "h2c", later),           // kept
+		entry("https://c.test:443", "websocket", later),   // unknown protocol
+		entry("https://d.test:443", "h2c", later),         // would drop TLS
+		entry("http://e.test:80", "HTTP/3", later),        // needs TLS
+		entry("ftp://f.test:21", "HTTP/2", later),         // bad scheme
+		entry("https://g.test", "HTTP/2", later),          // no port
+		entry("https://h.test:99999", "HTTP/2", later),    // bad port
+		entry("https://i.test:443/path", "HTTP/2", later), // not an origin
+		entry("https://j.test:443", "HTTP/2", earlier),    // expired
+		entry("https://k.test:443", "TLS/9.9", later),     // unknown version
+	}, ",") + `]}`
+	tr := newTransport(t, nil)
+	imported, skipped, err := tr.ImportMemory(strings.NewReader(file))
+	if err != nil || imported != 2 || skipped != 9 {
+		t.Errorf("imported %d, skipped %d, %v; want 2 and 9", imported, skipped, err)
+	}
+	for _, bad := range []string{`{"version":2,"entries":[]}`, `not json`, `{"version":1,"entries":{}}`} {
+		if _, _, err := tr.ImportMemory(strings.NewReader(bad)); err == nil || !strings.HasPrefix(err.Error(), "upgrade: ") {
+			t.Errorf("import of %s: %v, want an upgrade: error", bad, err)
+		}
+	}
+}
+
+// 1000 requests over 50 origins with different demands, all at once.
+func TestMemoryManyOriginsConcurrently(t *testing.T) {
+	ca, err := testserver.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	demands := []struct {
+		cfg       testserver.Config
+		wantProto string
+	}{
+		{testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, "HTTP/2.0"},
+		{testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}, "HTTP/2.0"},
+		{testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}, "HTTP/1.1"},
+		{testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}}, "HTTP/3.0"},
+		{testserver.Config{TLS: true}, "HTTP/1.1"},
+	}
+	type strictServer struct {
+		s         *testserver.Server
+		wantProto string
+	}
+	origins := make([]strictServer, 50)
+	for i := range origins {
+		d := demands[i%len(demands)]
+		cfg := d.cfg
+		cfg.CA = ca
+		origins[i] = strictServer{startServer(t, cfg), d.wantProto}
+	}
+	tr := newTransport(t, legacyBase(t, ca.CertPool()))
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for i := range 1000 {
+		o := origins[i%len(origins)]
+		wg.Go(func() {
+			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", o.s.URL, nil))
+			if err != nil {
+				errs <- err
+				return
+			}
+			readAll(t, resp)
+			if resp.StatusCode != 200 || resp.Proto != o.wantProto {
+				errs <- fmt.Errorf("%s: %d over %s, want 200 over %s", o.s.URL, resp.StatusCode, resp.Proto, o.wantProto)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := tr.innerBuilt.Load(); n != 4 {
+		t.Errorf("%d inner transports built, want 4 (one per kind)", n)
+	}
+}
+
+// BenchmarkMemory reports what the memory costs: bytes per remembered
+// origin, and the time and allocations of a lookup on a full memory.
+func BenchmarkMemory(b *testing.B) {
+	via := candidate{offer: Protocol{"HTTP", "2"}, target: target{kind: targetHTTP2}}
+	b.Run("entry", func(b *testing.B) {
+		for b.Loop() {
+			tr := &Transport{}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for i := range defaultMemorySize {
+				tr.learn(origin{scheme: "https", host: fmt.Sprintf("host-%04d.example.com", i), port: "443"}, via)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/defaultMemorySize, "bytes/entry")
+			runtime.KeepAlive(tr)
+		}
+	})
+	b.Run("lookup", func(b *testing.B) {
+		tr := &Transport{}
+		for i := range defaultMemorySize {
+			tr.learn(origin{scheme: "https", host: fmt.Sprintf("host-%04d.example.com", i), port: "443"}, via)
+		}
+		req := &http.Request{URL: &url.URL{Scheme: "https", Host: "host-0042.example.com"}, Host: "host-0042.example.com"}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, ok := tr.recall(req); !ok {
+				b.Fatal("not remembered")
+			}
+		}
+	})
+}
