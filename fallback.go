@@ -2,12 +2,9 @@ package upgrade
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
-	"net/http/httptrace"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -32,29 +29,39 @@ func alreadyReplayed(req *http.Request, resp *http.Response) bool {
 // first is the body for the first attempt; resp426 has been drained.
 func (t *Transport) replay(req *http.Request, origin origin, bodies *replayBody, first io.ReadCloser, candidates []candidate, offered []Protocol, resp426 *http.Response, trace *Trace) (*http.Response, error) {
 	defer bodies.done()
+	ctx := req.Context()
+	marked := context.WithValue(ctx, replayedKey{}, true)
 	var attempts []Attempt
 	body := first
 	for i, c := range candidates {
 		trace.replayStart(c.offer)
-		resp, connected, err := t.send(req, c.target, body, true)
-		t.noteOutcome(req.Context(), origin, c.target, connected, err)
+		out := req.Clone(marked)
+		out.Body = body
+		if multiplexed(c.target) {
+			removeHopByHop(out.Header)
+		}
+		resp, err := t.send(out, c.target)
+		t.noteOutcome(ctx, origin, c.target, err)
 		if err == nil {
 			if resp.StatusCode != http.StatusUpgradeRequired {
 				t.learn(origin, c)
-				trace.learned(MemoryInfo{Origin: origin.String(), Protocol: c.offer})
+				if trace.Learned != nil {
+					trace.Learned(MemoryInfo{Origin: origin.String(), Protocol: c.offer})
+				}
 			}
 			trace.replayDone(ReplayDoneInfo{Protocol: c.offer, StatusCode: resp.StatusCode, Proto: resp.Proto, TLS: tlsVersion(resp)})
 			return resp, nil
 		}
 		attempts = append(attempts, Attempt{Protocol: c.offer, Err: err})
-		fallback := !connected && req.Context().Err() == nil && i+1 < len(candidates)
+		early := beforeConnection(err) && ctx.Err() == nil
+		fallback := early && i+1 < len(candidates)
 		trace.replayDone(ReplayDoneInfo{Protocol: c.offer, Err: err, Fallback: fallback})
+		if !early {
+			// The request may have reached the server, or the caller gave
+			// up: report it as a transport would.
+			return nil, err
+		}
 		if !fallback {
-			if connected || req.Context().Err() != nil {
-				// The request may have reached the server, or the caller
-				// gave up: report it as a transport would.
-				return nil, err
-			}
 			break
 		}
 		if body, err = bodies.next(); err != nil {
@@ -65,35 +72,27 @@ func (t *Transport) replay(req *http.Request, origin origin, bodies *replayBody,
 	return nil, &UpgradeError{Offered: offered, Attempts: attempts, Response: resp426}
 }
 
-// send sends req over the inner transport for tgt, marked as a replay when
-// it is one. connected reports whether a connection was had: if not, the
-// request never left.
-func (t *Transport) send(req *http.Request, tgt target, body io.ReadCloser, replay bool) (resp *http.Response, connected bool, err error) {
+// multiplexed reports whether tgt speaks HTTP/2 or HTTP/3, which forbid the
+// headers of a single HTTP/1.1 connection.
+func multiplexed(tgt target) bool {
+	return tgt.kind == targetHTTP2 || tgt.kind == targetH2C || tgt.kind == targetHTTP3
+}
+
+// send sends out over the inner transport for tgt. A failure before any
+// connection carries the connectError mark (dial.go).
+func (t *Transport) send(out *http.Request, tgt target) (*http.Response, error) {
 	rt, err := t.innerFor(tgt)
 	if err != nil {
-		if body != nil {
-			body.Close() // no transport took it, and RoundTrip must close it
+		if out.Body != nil {
+			out.Body.Close() // no transport took it, and RoundTrip must close it
 		}
-		return nil, false, err
+		return nil, err
 	}
-	var gotConn atomic.Bool
-	ctx := req.Context()
-	if replay {
-		ctx = context.WithValue(ctx, replayedKey{}, true)
-	}
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) },
-	})
-	out := req.Clone(ctx)
-	out.Body = body
-	if tgt.kind != targetTLS {
-		removeHopByHop(out.Header)
-	}
-	resp, err = rt.RoundTrip(out)
+	resp, err := rt.RoundTrip(out)
 	if err == nil {
 		resp.Body = &releasingBody{ReadCloser: resp.Body, t: t, rt: rt}
 	}
-	return resp, gotConn.Load(), err
+	return resp, err
 }
 
 // releasingBody lets a connection that was busy when Close ran go when its
@@ -179,8 +178,8 @@ func (t *Transport) dropBroken(origin origin, usable []candidate, skipped []Skip
 
 // noteOutcome marks tgt broken for origin after a failure before any
 // connection, and clears the mark after a response. Failures the caller
-// caused (its context ended) or Close caused say nothing about the server.
-func (t *Transport) noteOutcome(ctx context.Context, origin origin, tgt target, connected bool, err error) {
+// caused (its context ended) say nothing about the server.
+func (t *Transport) noteOutcome(ctx context.Context, origin origin, tgt target, err error) {
 	b := t.brokenMarks()
 	key := brokenKey{origin, tgt}
 	b.mu.Lock()
@@ -188,7 +187,7 @@ func (t *Transport) noteOutcome(ctx context.Context, origin origin, tgt target, 
 	switch {
 	case err == nil:
 		b.marks.Remove(key)
-	case !connected && ctx.Err() == nil && !errors.Is(err, ErrClosed):
+	case beforeConnection(err) && ctx.Err() == nil:
 		mark, _ := b.marks.Get(key)
 		mark.failures++
 		period := brokenPeriod << min(mark.failures-1, 10)

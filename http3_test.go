@@ -159,7 +159,7 @@ func TestBrokenMarksDoubleAndClear(t *testing.T) {
 		return len(kept) == 0
 	}
 	failAt := func() {
-		tr.noteOutcome(context.Background(), originA, h3, false, errors.New("timeout"))
+		tr.noteOutcome(context.Background(), originA, h3, &connectError{errors.New("timeout")})
 	}
 
 	want := brokenPeriod
@@ -175,7 +175,7 @@ func TestBrokenMarksDoubleAndClear(t *testing.T) {
 		}
 		want = min(2*want, maxBrokenPeriod)
 	}
-	tr.noteOutcome(context.Background(), originA, h3, true, nil)
+	tr.noteOutcome(context.Background(), originA, h3, nil)
 	failAt()
 	clock = clock.Add(brokenPeriod + time.Second)
 	if marked() {
@@ -184,14 +184,14 @@ func TestBrokenMarksDoubleAndClear(t *testing.T) {
 	t.Run("caller's cancellation is no failure", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		tr.noteOutcome(ctx, originB, h3, false, context.Canceled)
+		tr.noteOutcome(ctx, originB, h3, &connectError{context.Canceled})
 		if kept, _ := tr.dropBroken(originB, append([]candidate(nil), offer...), nil); len(kept) != 1 {
 			t.Error("a cancelled request marked the origin broken")
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
 		for i := range maxBrokenMarks + 100 {
-			tr.noteOutcome(context.Background(), origin{scheme: "https", host: fmt.Sprint("host", i), port: "443"}, h3, false, errors.New("x"))
+			tr.noteOutcome(context.Background(), origin{scheme: "https", host: fmt.Sprint("host", i), port: "443"}, h3, &connectError{errors.New("x")})
 		}
 		if n := tr.brokenMarks().marks.Len(); n > maxBrokenMarks {
 			t.Errorf("%d marks kept, bound is %d", n, maxBrokenMarks)

@@ -53,40 +53,53 @@ func (t *Transport) innerFor(tgt target) (http.RoundTripper, error) {
 }
 
 func (t *Transport) newInner(tgt target) http.RoundTripper {
-	if tgt.kind == targetHTTP3 {
+	switch tgt.kind {
+	case targetHTTP3:
 		return t.newHTTP3()
+	case targetInbandTLS:
+		return t.newInband(tgt)
 	}
-	tr := t.template().Clone()
-	// The handshake must use the TLS settings below, so a custom TLS dialer
-	// is not inherited; the plain dialer still is.
-	tr.DialTLSContext = nil
+	template := t.template()
+	tr := template.Clone()
+	// Upgraded connections are dialed and shaken hands with here, with the
+	// template's dialer and the TLS settings below, so that a failure before
+	// any request left is known as such (dial.go). A custom TLS dialer of
+	// Base's is therefore not inherited.
+	dial := plainDialer(template)
+	tr.DialContext = markConnectErrors(dial)
+	tr.Dial = nil    //lint:ignore SA1019 clearing the deprecated field is the point
 	tr.DialTLS = nil //lint:ignore SA1019 clearing the deprecated field is the point
-	tr.TLSClientConfig = t.tlsConfig(tr.TLSClientConfig, tgt.minTLS)
+	tr.TLSNextProto = nil
+	tr.Protocols = new(http.Protocols)
+	wantALPN := ""
 	switch tgt.kind {
 	case targetHTTP2:
-		tr.TLSNextProto = nil
-		tr.Protocols = new(http.Protocols)
 		tr.Protocols.SetHTTP2(true)
+		wantALPN = "h2"
 	case targetH2C:
-		tr.TLSNextProto = nil
-		tr.Protocols = new(http.Protocols)
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	case targetTLS:
-		// Same application protocols as the caller's transport: the server
-		// asked for a newer TLS, not for another HTTP.
+		// The caller's application protocols: the server asked for a newer
+		// TLS, not for another HTTP.
+		tr.Protocols = protocolsOf(template)
 	}
+	cfg := t.tlsConfig(tr.TLSClientConfig, tgt.minTLS)
+	cfg.NextProtos = nextProtos(tr.Protocols)
+	tr.TLSClientConfig = cfg // what http.Transport uses itself, through a proxy
+	tr.DialTLSContext = dialTLS(dial, cfg.Clone(), template.TLSHandshakeTimeout, wantALPN)
 	return tr
 }
 
 // newHTTP3 builds the HTTP/3 transport. QUIC has its own sockets, so only
 // the TLS settings and response limits carry over from the template.
-func (t *Transport) newHTTP3() *http3.Transport {
+func (t *Transport) newHTTP3() *http3Transport {
 	template := t.template()
 	var inherited *tls.Config
 	if template.TLSClientConfig != nil {
 		inherited = template.TLSClientConfig.Clone()
 	}
-	return &http3.Transport{
+	h := &http3Transport{}
+	h.Transport = &http3.Transport{
 		TLSClientConfig: t.tlsConfig(inherited, tls.VersionTLS13), // QUIC runs TLS 1.3 only
 		QUICConfig: &quic.Config{
 			HandshakeIdleTimeout: t.http3HandshakeTimeout(),
@@ -94,9 +107,11 @@ func (t *Transport) newHTTP3() *http3.Transport {
 			MaxIncomingStreams: -1,
 			KeepAlivePeriod:    10 * time.Second,
 		},
+		Dial:                   h.dial,
 		DisableCompression:     template.DisableCompression,
 		MaxResponseHeaderBytes: int(template.MaxResponseHeaderBytes),
 	}
+	return h
 }
 
 // tlsConfig returns the TLS settings for an upgraded transport: the

@@ -2,7 +2,6 @@ package upgrade
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -82,7 +81,7 @@ func (t *Transport) recall(req *http.Request) (origin, candidate, bool) {
 
 // needsDirectRoute reports whether a target cannot go through an HTTP proxy.
 func needsDirectRoute(tgt target) bool {
-	return tgt.kind == targetH2C || tgt.kind == targetHTTP3
+	return tgt.kind == targetH2C || tgt.kind == targetHTTP3 || tgt.kind == targetInbandTLS
 }
 
 // learn remembers that origin answered over c.
@@ -119,17 +118,25 @@ func (t *Transport) forget(o origin) {
 // request through Base again, if its body can be sent again.
 func (t *Transport) viaMemory(req *http.Request, o origin, via candidate) (*http.Response, error) {
 	trace := traceFrom(req.Context())
-	trace.remembered(MemoryInfo{Origin: o.String(), Protocol: via.offer})
-	first, held := holdBody(req)
-	resp, connected, err := t.send(first, via.target, first.Body, false)
-	t.noteOutcome(req.Context(), o, via.target, connected, err)
+	if trace.Remembered != nil {
+		trace.Remembered(MemoryInfo{Origin: o.String(), Protocol: via.offer})
+	}
+	out, held := holdBody(req)
+	if multiplexed(via.target) && hasHopByHop(out.Header) {
+		out = out.Clone(out.Context())
+		removeHopByHop(out.Header)
+	}
+	resp, err := t.send(out, via.target)
+	t.noteOutcome(req.Context(), o, via.target, err)
 	if err != nil {
-		if connected || req.Context().Err() != nil || errors.Is(err, ErrClosed) {
+		if !beforeConnection(err) || req.Context().Err() != nil {
 			held.release()
 			return nil, err
 		}
 		t.forget(o)
-		trace.forgot(MemoryInfo{Origin: o.String(), Protocol: via.offer, Err: err})
+		if trace.Forgot != nil {
+			trace.Forgot(MemoryInfo{Origin: o.String(), Protocol: via.offer, Err: err})
+		}
 		again, ok := requestAgain(req, held)
 		if !ok {
 			return nil, err
@@ -142,7 +149,9 @@ func (t *Transport) viaMemory(req *http.Request, o origin, via candidate) (*http
 	}
 	// The server wants more than what it once asked for.
 	t.forget(o)
-	trace.forgot(MemoryInfo{Origin: o.String(), Protocol: via.offer})
+	if trace.Forgot != nil {
+		trace.Forgot(MemoryInfo{Origin: o.String(), Protocol: via.offer})
+	}
 	return t.upgrade(req, held, resp)
 }
 

@@ -26,17 +26,22 @@ func DefaultCheckUpgrade(req *http.Request, resp *http.Response, usable []Protoc
 type targetKind uint8
 
 const (
-	targetHTTP2 targetKind = iota + 1 // HTTP/2 over TLS, ALPN h2
-	targetH2C                         // HTTP/2 in clear, prior knowledge
-	targetTLS                         // the caller's protocols over a stricter TLS
-	targetHTTP3                       // HTTP/3 over QUIC, same host and port, UDP
+	targetHTTP2     targetKind = iota + 1 // HTTP/2 over TLS, ALPN h2
+	targetH2C                             // HTTP/2 in clear, prior knowledge
+	targetTLS                             // the caller's protocols over a stricter TLS
+	targetHTTP3                           // HTTP/3 over QUIC, same host and port, UDP
+	targetInbandTLS                       // HTTP/1.1 in TLS begun in-band on an http:// connection (RFC 2817)
 )
 
-// target identifies one inner transport: a kind and, for targetTLS, the
-// least TLS version its connections accept.
+// target identifies one inner transport: a kind and, for targetTLS and
+// targetInbandTLS, the least TLS version its connections accept.
 type target struct {
 	kind   targetKind
 	minTLS uint16
+	// inband is, for targetInbandTLS, the Upgrade value its connections ask
+	// for: the TLS tokens the 426 offered (inbandTokens), so it takes few
+	// distinct values.
+	inband string
 }
 
 // candidate is an offer the transport will try and where it goes.
@@ -109,10 +114,6 @@ func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Prot
 		}
 		return target{kind: targetHTTP3}, nil
 	case strings.EqualFold(offer.Name, "TLS"):
-		if !secure {
-			// In-band TLS on http:// origins (RFC 2817) is not built yet.
-			return target{}, ErrUnsupportedOffer
-		}
 		// The offer names the least version the server takes; the new
 		// connection also keeps to our floor, but only the offer decides
 		// whether the 426's connection already met the demand.
@@ -126,6 +127,14 @@ func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Prot
 		}
 		if resp.TLS != nil && resp.TLS.Version >= asked {
 			return target{}, ErrNoChange
+		}
+		if !secure {
+			// RFC 2817 in-band TLS on the same port (DESIGN §2). Through a
+			// proxy, the proxy would be the one to switch.
+			if t.proxied(req) {
+				return target{}, ErrProxied
+			}
+			return target{kind: targetInbandTLS, minTLS: least, inband: inbandTokens(resp.Header, offer)}, nil
 		}
 		return target{kind: targetTLS, minTLS: least}, nil
 	}

@@ -160,6 +160,18 @@ func drain426(resp *http.Response) {
 	resp.Body = io.NopCloser(bytes.NewReader(prefix))
 }
 
+// hasHopByHop reports whether h holds anything removeHopByHop would change,
+// so that a request without them is sent without a copy.
+func hasHopByHop(h http.Header) bool {
+	for _, name := range []string{"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding"} {
+		if _, ok := h[name]; ok {
+			return true
+		}
+	}
+	te, ok := h["Te"]
+	return ok && !(len(te) == 1 && te[0] == "trailers")
+}
+
 // removeHopByHop deletes the headers that belong to one HTTP/1.1 connection
 // (RFC 9110 §7.6.1); HTTP/2 and HTTP/3 forbid them and Go's h2 client
 // rejects some of them.

@@ -1,6 +1,10 @@
 package upgrade
 
-import "context"
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+)
 
 // Trace holds hooks called while a [Transport] handles a 426, in the style
 // of net/http/httptrace. Any hook may be nil. Hooks run on the goroutine
@@ -25,6 +29,23 @@ type Trace struct {
 	// Forgot is called when what was remembered no longer holds: the
 	// protocol failed before a connection (Err says how) or met a 426.
 	Forgot func(MemoryInfo)
+
+	// The Inband hooks report the steps of an in-band TLS upgrade (RFC 2817)
+	// of a new connection to an http:// origin. They run on the goroutine
+	// that dials, which may outlive the request, and must not retain the
+	// header they are given.
+
+	// InbandWroteRequest is called when "OPTIONS * HTTP/1.1" asking for TLS
+	// has been written in clear to addr, with its Host and Upgrade values.
+	InbandWroteRequest func(addr, host, upgrade string)
+	// InbandGotResponse is called with the answer read in clear. Only a 101
+	// with no body, naming TLS, and nothing after it goes on.
+	InbandGotResponse func(status int, header http.Header)
+	// InbandHandshakeDone is called when the TLS handshake on that socket ends.
+	InbandHandshakeDone func(tls.ConnectionState, error)
+	// InbandGotOptions is called with the status of the response to the
+	// OPTIONS, read inside TLS. Only a 2xx lets the connection carry requests.
+	InbandGotOptions func(status int)
 }
 
 // MemoryInfo is about what is remembered for an origin.
@@ -74,13 +95,16 @@ func WithTrace(ctx context.Context, trace *Trace) context.Context {
 	return context.WithValue(ctx, traceKey{}, trace)
 }
 
+// noTrace stands for a request without a trace; it is never written to.
+var noTrace = &Trace{}
+
 // traceFrom returns the request's trace, or an empty one so callers need not
-// check each hook for nil.
+// check for nil.
 func traceFrom(ctx context.Context) *Trace {
 	if t, ok := ctx.Value(traceKey{}).(*Trace); ok && t != nil {
 		return t
 	}
-	return &Trace{}
+	return noTrace
 }
 
 func (t *Trace) got426(info Got426Info) {
@@ -104,23 +128,5 @@ func (t *Trace) replayStart(p Protocol) {
 func (t *Trace) replayDone(info ReplayDoneInfo) {
 	if t.ReplayDone != nil {
 		t.ReplayDone(info)
-	}
-}
-
-func (t *Trace) learned(info MemoryInfo) {
-	if t.Learned != nil {
-		t.Learned(info)
-	}
-}
-
-func (t *Trace) remembered(info MemoryInfo) {
-	if t.Remembered != nil {
-		t.Remembered(info)
-	}
-}
-
-func (t *Trace) forgot(info MemoryInfo) {
-	if t.Forgot != nil {
-		t.Forgot(info)
 	}
 }

@@ -27,7 +27,7 @@ func TestUpgradeTargets(t *testing.T) {
 		{"h1 to h2 via lower-case h2", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"H2"}}, 0, "HTTP/2.0", tls.VersionTLS12, "h2"},
 		{"h1 to h2c via h2c", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}, 0, "HTTP/2.0", 0, ""},
 		{"h1 to h2c via HTTP/2", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, 0, "HTTP/2.0", 0, ""},
-		{"TLS 1.2 to 1.3", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}, 0, "HTTP/1.1", tls.VersionTLS13, ""},
+		{"TLS 1.2 to 1.3", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}, 0, "HTTP/1.1", tls.VersionTLS13, "http/1.1"},
 		{"first usable offer wins", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"websocket, h2c", "HTTP/2, TLS/1.3"}}, 0, "HTTP/2.0", tls.VersionTLS12, "h2"},
 	}
 	for _, tt := range tests {
@@ -79,7 +79,7 @@ func TestUnusableOffersReturnThe426(t *testing.T) {
 		{"TLS/1.0 on a TLS 1.2 connection", true, []string{"TLS/1.0"}, ErrNoUsableOffer, ErrNoChange},
 		{"TLS on a TLS 1.2 connection", true, []string{"TLS"}, ErrNoUsableOffer, ErrNoChange},
 		{"TLS/1.2 on a TLS 1.2 connection", true, []string{"TLS/1.2"}, ErrNoUsableOffer, ErrNoChange},
-		{"TLS on http (RFC 2817) not built", false, []string{"TLS/1.2"}, ErrNoUsableOffer, ErrUnsupportedOffer},
+		{"unknown TLS version on http", false, []string{"TLS/2.0"}, ErrNoUsableOffer, ErrUnsupportedOffer},
 		{"malformed header", true, []string{"HTTP/2, web socket"}, new(ParseError), nil},
 	}
 	for _, tt := range tests {

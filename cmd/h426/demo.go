@@ -53,6 +53,11 @@ func scenarios() []scenario {
 		server: testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}},
 		want:   outcome{status: http.StatusOK, proto: "HTTP/1.1", tls: tls.VersionTLS13, seen: 2},
 	}, {
+		// CUPS answers in clear, then switches the same port to TLS.
+		name:   "http:// → TLS in-band (RFC 2817)",
+		server: testserver.Config{InbandTLS: testserver.InbandCUPS, Require: testserver.RequireTLS, Upgrade: []string{"TLS/1.2,TLS/1.1,TLS/1.0"}},
+		want:   outcome{status: http.StatusOK, proto: "HTTP/1.1", tls: tls.VersionTLS12, seen: 3}, // GET, OPTIONS, GET
+	}, {
 		name:   "HTTP/1.1 → HTTP/3",
 		server: testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}},
 		want:   outcome{status: http.StatusOK, proto: "HTTP/3.0", tls: tls.VersionTLS13, seen: 2},

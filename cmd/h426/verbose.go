@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strings"
 	"sync"
 
@@ -31,7 +33,7 @@ func newVerbose(w io.Writer, req *http.Request) *verbose {
 	return &verbose{w: w, method: req.Method, target: req.URL.RequestURI()}
 }
 
-// context returns ctx with both traces attached.
+// context returns ctx with the net/http and the upgrade traces attached.
 func (v *verbose) context(ctx context.Context) context.Context {
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotConn:          v.gotConn,
@@ -39,10 +41,14 @@ func (v *verbose) context(ctx context.Context) context.Context {
 		WroteHeaders:     v.wroteHeaders,
 	})
 	return upgrade.WithTrace(ctx, &upgrade.Trace{
-		Got426:      v.got426,
-		Decided:     v.decided,
-		ReplayStart: v.replayStart,
-		ReplayDone:  v.replayDone,
+		Got426:              v.got426,
+		Decided:             v.decided,
+		ReplayStart:         v.replayStart,
+		ReplayDone:          v.replayDone,
+		InbandWroteRequest:  v.wroteUpgradeRequest,
+		InbandGotResponse:   v.gotUpgradeResponse,
+		InbandHandshakeDone: v.inbandHandshakeDone,
+		InbandGotOptions:    v.gotOptionsResponse,
 	})
 }
 
@@ -75,7 +81,11 @@ func connSecurity(conn any) string {
 	if !ok {
 		return "cleartext"
 	}
-	state := c.ConnectionState()
+	return stateName(c.ConnectionState())
+}
+
+// stateName names the TLS version and ALPN protocol of a connection.
+func stateName(state tls.ConnectionState) string {
 	if state.NegotiatedProtocol == "" {
 		return tls.VersionName(state.Version)
 	}
@@ -144,6 +154,34 @@ func (v *verbose) replayDone(info upgrade.ReplayDoneInfo) {
 	default:
 		v.printf("* %s failed: %v; no fallback", info.Protocol, info.Err)
 	}
+}
+
+// The steps of an in-band switch to TLS (RFC 2817) on a new connection.
+
+func (v *verbose) wroteUpgradeRequest(addr, host, upgrade string) {
+	v.printf("* asking %s to switch to TLS in-band (RFC 2817)", addr)
+	v.printf("> OPTIONS * HTTP/1.1\n> Host: %s\n> Connection: Upgrade\n> Upgrade: %s", host, upgrade)
+}
+
+func (v *verbose) gotUpgradeResponse(status int, header http.Header) {
+	v.printf("< HTTP/1.1 %d %s (no TLS)", status, http.StatusText(status))
+	for _, name := range slices.Sorted(maps.Keys(header)) {
+		for _, value := range header[name] {
+			v.printf("< %s: %s", name, value)
+		}
+	}
+}
+
+func (v *verbose) inbandHandshakeDone(state tls.ConnectionState, err error) {
+	if err != nil {
+		v.printf("* TLS handshake on the same connection failed: %v", err)
+		return
+	}
+	v.printf("* TLS handshake on the same connection: %s", stateName(state))
+}
+
+func (v *verbose) gotOptionsResponse(status int) {
+	v.printf("< HTTP/1.1 %d %s to the OPTIONS, inside TLS", status, http.StatusText(status))
 }
 
 // final reports the response the caller gets.

@@ -70,7 +70,8 @@ type Config struct {
 	TLS bool
 
 	// MinTLSVersion and MaxTLSVersion bound the server's TLS versions;
-	// 0 means the crypto/tls default. Ignored unless TLS is set.
+	// 0 means the crypto/tls default. Ignored unless TLS or InbandTLS is
+	// set.
 	MinTLSVersion, MaxTLSVersion uint16
 
 	// HTTP1Only stops the server speaking HTTP/2: no "h2" in ALPN over
@@ -100,8 +101,14 @@ type Config struct {
 
 	// ClientCAs, when set, makes the TLS handshake, over TCP and QUIC alike,
 	// require a client certificate signed by one of its CAs. Ignored unless
-	// TLS is set.
+	// TLS or InbandTLS is set.
 	ClientCAs *x509.CertPool
+
+	// InbandTLS makes a cleartext server switch connections to TLS in-band
+	// (RFC 2817) when asked with "OPTIONS *", the way the mode says; zero
+	// means never. Requests inside TLS then see r.TLS, so RequireTLS holds
+	// for them. Requires TLS to be false.
+	InbandTLS InbandMode
 
 	// Require is the server's demand; nil means every request is served.
 	Require Requirement
@@ -152,6 +159,10 @@ type Server struct {
 	http3   *http3.Server
 	udpDone chan struct{} // closed when the goroutine reading udp has returned
 
+	// inband serves connections switched to TLS in-band; nil unless
+	// Config.InbandTLS (rfc2817.go).
+	inband *inbandServer
+
 	// handlers counts running handlers. Add is only called under mu while
 	// closed is false, so Close's Wait cannot race with it.
 	handlers sync.WaitGroup
@@ -186,6 +197,13 @@ func Start(cfg Config) (*Server, error) {
 		}
 		s.tlsConfig = newTLSConfig(cfg, cert)
 	}
+	var inbandCert tls.Certificate
+	if cfg.InbandTLS != 0 {
+		var err error
+		if inbandCert, err = s.ca.ServerCert(); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.HTTP3 {
 		cert, err := s.http3CA().ServerCert()
 		if err != nil {
@@ -209,6 +227,9 @@ func Start(cfg Config) (*Server, error) {
 		Protocols: protocols(cfg),
 		// Tests provoke failed handshakes on purpose; do not log them.
 		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	if cfg.InbandTLS != 0 {
+		s.startInband(inbandCert)
 	}
 
 	var ln net.Listener = tcp
@@ -238,6 +259,8 @@ func (cfg Config) check() error {
 		return errors.New("testserver: HTTP3 and DropUDP exclude each other")
 	case cfg.HTTP3CA != nil && !cfg.HTTP3:
 		return errors.New("testserver: HTTP3CA requires HTTP3")
+	case cfg.InbandTLS != 0 && cfg.TLS:
+		return errors.New("testserver: InbandTLS requires a cleartext server")
 	}
 	return nil
 }
@@ -262,6 +285,9 @@ func (s *Server) Close() error {
 
 		errs := []error{s.http.Close()}
 		<-s.served // nothing is accepted after Serve returns
+		if s.inband != nil {
+			errs = append(errs, s.closeInband())
+		}
 		s.tcp.closeAll()
 		if s.udp != nil {
 			errs = append(errs, s.closeUDP())
