@@ -25,6 +25,7 @@ type scenario struct {
 	name   string
 	server testserver.Config
 	modern bool // the client speaks HTTP/2 and TLS 1.3 from the start
+	again  bool // the row shows a second request to the origin, after a first one
 	want   outcome
 }
 
@@ -72,6 +73,13 @@ func scenarios() []scenario {
 		name:   "HTTP/3 unreachable → HTTP/2",
 		server: testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}},
 		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 2},
+	}, {
+		// The origin memory: the first request paid the 426 (server saw 2),
+		// the second goes straight to HTTP/2 (server sees 1).
+		name:   "second request, remembered",
+		server: testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}},
+		again:  true,
+		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 1},
 	}, {
 		name:   "unusable offer",
 		server: testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"websocket"}},
@@ -140,10 +148,18 @@ func play(ctx context.Context, sc scenario) result {
 
 	ctx, cancel := context.WithTimeout(ctx, rowTimeout)
 	defer cancel()
+	seenBefore := 0
+	if sc.again {
+		if _, err := get(ctx, transport, srv.URL+"/"); err != nil {
+			r.err = err
+			return r
+		}
+		seenBefore = srv.Count()
+	}
 	start := time.Now()
 	resp, err := get(upgrade.WithTrace(ctx, r.steps.hooks()), transport, srv.URL+"/")
 	r.elapsed = time.Since(start)
-	r.got.seen = srv.Count()
+	r.got.seen = srv.Count() - seenBefore
 	if err != nil {
 		r.err = err
 		return r
@@ -199,6 +215,9 @@ func (rt *rowTrace) hooks() *upgrade.Trace {
 				rt.choice = info.Protocol.String()
 			}
 		},
+		Remembered: func(info upgrade.MemoryInfo) {
+			rt.choice = "remembered " + info.Protocol.String()
+		},
 	}
 }
 
@@ -226,7 +245,7 @@ func printTable(w io.Writer, results []result) {
 	for _, r := range results {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
 			r.name, dash(r.steps.first), dash(r.steps.offer), dash(r.steps.choice),
-			dash(r.got.proto), tlsColumn(r), statusColumn(r), r.got.seen, r.elapsed.Round(time.Millisecond), verdict(r))
+			dash(r.got.proto), tlsColumn(r), statusColumn(r), r.got.seen, r.elapsed.Round(100*time.Microsecond), verdict(r))
 	}
 	tw.Flush()
 }
