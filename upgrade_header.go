@@ -82,8 +82,12 @@ func ParseUpgrade(h http.Header) ([]Protocol, error) {
 	var offered []Protocol
 	for _, line := range lines {
 		for line != "" {
-			var element string
-			element, line, _ = strings.Cut(line, ",")
+			element := line
+			if comma := strings.IndexByte(line, ','); comma >= 0 {
+				element, line = line[:comma], line[comma+1:]
+			} else {
+				line = ""
+			}
 			element = trimOWS(element)
 			if element == "" {
 				continue
@@ -118,11 +122,15 @@ func trimOWS(s string) string {
 // parseProtocol splits one trimmed element into name and version, both of
 // which must be tokens: protocol = protocol-name ["/" protocol-version].
 func parseProtocol(element string) (Protocol, string) {
-	name, version, hasSlash := strings.Cut(element, "/")
+	name, version := element, ""
+	slash := strings.IndexByte(element, '/')
+	if slash >= 0 {
+		name, version = element[:slash], element[slash+1:]
+	}
 	if !isToken(name) {
 		return Protocol{}, "protocol name is not a token"
 	}
-	if hasSlash && !isToken(version) {
+	if slash >= 0 && !isToken(version) {
 		return Protocol{}, "protocol version is not a token"
 	}
 	return Protocol{Name: name, Version: version}, ""
