@@ -168,6 +168,9 @@ func (t *Transport) checkUpgrade() CheckUpgradeFunc {
 // applyCheck runs the caller's hook and keeps only what it returns that is
 // usable, in the hook's order.
 func (t *Transport) applyCheck(req *http.Request, resp *http.Response, usable []candidate) ([]candidate, error) {
+	if t.CheckUpgrade == nil {
+		return usable, nil // DefaultCheckUpgrade keeps them all, in order
+	}
 	offers := make([]Protocol, len(usable))
 	for i, c := range usable {
 		offers[i] = c.offer

@@ -152,7 +152,8 @@ func (s *replayBody) done() { s.current.release() }
 // prefix in its place so an *UpgradeError can still show it.
 func drain426(resp *http.Response) {
 	body := resp.Body
-	closeBody := sync.OnceFunc(func() { body.Close() })
+	var once sync.Once
+	closeBody := func() { once.Do(func() { body.Close() }) }
 	timer := time.AfterFunc(drainTimeout, closeBody)
 	prefix, _ := io.ReadAll(io.LimitReader(body, drainLimit))
 	timer.Stop()

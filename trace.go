@@ -113,12 +113,6 @@ func (t *Trace) got426(info Got426Info) {
 	}
 }
 
-func (t *Trace) decided(info DecisionInfo) {
-	if t.Decided != nil {
-		t.Decided(info)
-	}
-}
-
 func (t *Trace) replayStart(p Protocol) {
 	if t.ReplayStart != nil {
 		t.ReplayStart(p)

@@ -151,7 +151,9 @@ func (t *Transport) upgrade(req *http.Request, held *oneShotBody, resp *http.Res
 	bodies := &replayBody{req: req, current: held}
 	origin := originOf(req)
 	candidates, skipped, first, reason := t.decide(req, origin, resp, offered, parseErr, bodies)
-	trace.decided(DecisionInfo{Candidates: offersOf(candidates), Skipped: skipped, Reason: reason})
+	if trace.Decided != nil {
+		trace.Decided(DecisionInfo{Candidates: offersOf(candidates), Skipped: skipped, Reason: reason})
+	}
 	if reason != nil {
 		bodies.done()
 		return resp, nil
