@@ -16,9 +16,39 @@ import (
 	"github.com/h426/upgrade/internal/testserver"
 )
 
+// upgradePairs are the protocol pairs every replay rule is run over: a
+// strict server and what the legacy client is upgraded to.
+var upgradePairs = []struct {
+	name   string
+	server testserver.Config
+}{
+	{"h1 to h2", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}},
+	{"h1 to h2c", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}},
+	{"TLS 1.2 to 1.3", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}},
+	{"h1 to h3", testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}}},
+	{"plain to in-band TLS", testserver.Config{InbandTLS: testserver.InbandRFC2817, Require: testserver.RequireTLS, Upgrade: []string{"TLS/1.2"}}},
+}
+
+// served drops the in-band "OPTIONS *" from what a server saw.
+func served(seen []testserver.Request) []testserver.Request {
+	var requests []testserver.Request
+	for _, r := range seen {
+		if r.Method != http.MethodOptions || r.Path != "*" {
+			requests = append(requests, r)
+		}
+	}
+	return requests
+}
+
 // DESIGN §3: which bodies may be sent again, and that the server receives
-// exactly the caller's bytes when they are.
+// exactly the caller's bytes when they are, over every protocol pair.
 func TestReplayBodies(t *testing.T) {
+	for _, pair := range upgradePairs {
+		t.Run(pair.name, func(t *testing.T) { testReplayBodies(t, pair.server) })
+	}
+}
+
+func testReplayBodies(t *testing.T, server testserver.Config) {
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
 	tests := []struct {
 		name       string
@@ -38,7 +68,7 @@ func TestReplayBodies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+			s := startServer(t, server)
 			base := legacyBase(t, s.CertPool())
 			base.ExpectContinueTimeout = 5 * time.Second
 			tr := newTransport(t, base)
@@ -59,7 +89,7 @@ func TestReplayBodies(t *testing.T) {
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.wantStatus)
 			}
-			seen := s.Requests()
+			seen := served(s.Requests())
 			if tt.wantStatus == 426 {
 				if len(seen) != 1 {
 					t.Errorf("server saw %d requests, want 1", len(seen))
@@ -275,6 +305,22 @@ func TestInheritsDialerAndProxy(t *testing.T) {
 		readAll(t, resp)
 		if resp.Proto != "HTTP/2.0" || len(dials) != 2 {
 			t.Errorf("replay over %s after %d dials through Base's dialer, want HTTP/2.0 after 2", resp.Proto, len(dials))
+		}
+	})
+	t.Run("timeouts", func(t *testing.T) {
+		slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(2 * time.Second):
+			}
+		})
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}, Handler: slow})
+		base := legacyBase(t, s.CertPool())
+		base.ResponseHeaderTimeout = 50 * time.Millisecond
+		tr := newTransport(t, base)
+		_, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if !isTimeout(err) || s.Count() != 2 {
+			t.Errorf("got %v after %d requests; want the replay stopped by Base's ResponseHeaderTimeout", err, s.Count())
 		}
 	})
 	t.Run("proxy refuses h2c", func(t *testing.T) {
