@@ -365,3 +365,60 @@ func TestTraceReportsTheUpgradePath(t *testing.T) {
 		t.Errorf("replay traced as %v then %+v", rec.started, rec.finished)
 	}
 }
+
+// The one-shot body guard on its own: whoever comes first, the writer's Read
+// or the owner's take, wins, and the body is closed once whatever happens.
+func TestOneShotBodyGuard(t *testing.T) {
+	t.Run("taken before any read", func(t *testing.T) {
+		under := &countingBody{r: strings.NewReader("x")}
+		b := newOneShotBody(under)
+		b.Close() // the first transport gave up without reading: held
+		rc, ok := b.take()
+		if !ok || rc != under || under.closes.Load() != 0 {
+			t.Fatalf("take: %v, %v, closes %d", rc, ok, under.closes.Load())
+		}
+		if _, err := b.Read(make([]byte, 1)); !errors.Is(err, errBodyTaken) {
+			t.Errorf("a late Read got %v, want errBodyTaken", err)
+		}
+		b.Close()
+		if under.closes.Load() != 0 {
+			t.Error("a Close after take reached the body the replay now owns")
+		}
+	})
+	t.Run("read first", func(t *testing.T) {
+		under := &countingBody{r: strings.NewReader("x")}
+		b := newOneShotBody(under)
+		b.Read(make([]byte, 1))
+		if _, ok := b.take(); ok {
+			t.Fatal("a body already read was taken back")
+		}
+		b.Close()
+		b.release()
+		if n := under.closes.Load(); n != 1 {
+			t.Errorf("closed %d times, want 1", n)
+		}
+	})
+	t.Run("released, then closed late by the writer", func(t *testing.T) {
+		under := &countingBody{r: strings.NewReader("x")}
+		b := newOneShotBody(under)
+		b.release()
+		b.Close()
+		b.Close()
+		if n := under.closes.Load(); n != 1 {
+			t.Errorf("closed %d times, want 1", n)
+		}
+	})
+	t.Run("concurrent read and take", func(t *testing.T) {
+		for range 200 {
+			under := &countingBody{r: strings.NewReader("x")}
+			b := newOneShotBody(under)
+			got := make(chan error, 1)
+			go func() { _, err := b.Read(make([]byte, 1)); got <- err }()
+			_, taken := b.take()
+			readErr := <-got
+			if taken == (readErr == nil) {
+				t.Fatalf("take %v and Read %v both won or both lost", taken, readErr)
+			}
+		}
+	})
+}
