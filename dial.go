@@ -7,19 +7,20 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
-
-	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 )
 
 // connectError marks a failure while a connection was being set up: dial,
-// TLS or QUIC handshake, ALPN. No byte of any request went out on it, so
-// the next offer may be tried (DESIGN §1 step 5). Upgraded transports dial
-// and shake hands themselves so that every such failure carries this mark;
-// anything else may have reached the server.
+// TLS or QUIC handshake, ALPN. Nothing went out on that connection, so the
+// next offer may be tried (DESIGN §1 step 5). Upgraded transports dial and
+// shake hands themselves so that every such failure carries this mark;
+// anything else may have reached the server. One caveat is net/http's own:
+// it retries an idempotent request whose reused connection died, and if
+// that second dial fails the request may have left on the first; sending it
+// once more stays within the idempotent rule net/http itself follows.
 type connectError struct{ err error }
 
 func (e *connectError) Error() string { return e.err.Error() }
@@ -59,17 +60,23 @@ func markConnectErrors(dial dialFunc) dialFunc {
 // dialTLS dials and runs the TLS handshake itself, rather than leaving it to
 // http.Transport, so that a handshake failure is known to come first. A
 // server that does not agree to wantALPN (when set) fails the same way.
-func dialTLS(dial dialFunc, cfg *tls.Config, handshakeTimeout time.Duration, wantALPN string) dialFunc {
+// net/http also calls it for an https:// proxy: to one of proxies, it
+// speaks plain TLS with no ALPN, as net/http would.
+func dialTLS(dial dialFunc, cfg *tls.Config, handshakeTimeout time.Duration, wantALPN string, proxies *proxyAddrs) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, &connectError{err}
 		}
-		conf := cfg
-		if conf.ServerName == "" {
+		conf, want := cfg, wantALPN
+		if toProxy := proxies.has(addr); toProxy || conf.ServerName == "" {
 			host, _, _ := net.SplitHostPort(addr)
 			conf = cfg.Clone()
-			conf.ServerName = host
+			if toProxy {
+				conf.ServerName, conf.NextProtos, want = host, nil, ""
+			} else {
+				conf.ServerName = host
+			}
 		}
 		if handshakeTimeout > 0 {
 			var cancel context.CancelFunc
@@ -81,12 +88,39 @@ func dialTLS(dial dialFunc, cfg *tls.Config, handshakeTimeout time.Duration, wan
 			conn.Close()
 			return nil, &connectError{err}
 		}
-		if got := tc.ConnectionState().NegotiatedProtocol; wantALPN != "" && got != wantALPN {
+		if got := tc.ConnectionState().NegotiatedProtocol; want != "" && got != want {
 			conn.Close()
-			return nil, &connectError{fmt.Errorf("upgrade: server chose ALPN %q, not %q", got, wantALPN)}
+			return nil, &connectError{fmt.Errorf("upgrade: server chose ALPN %q, not %q", got, want)}
 		}
 		return tc, nil
 	}
+}
+
+// proxyAddrs remembers the https:// proxies a transport's Proxy func named,
+// so dialTLS can tell a proxy from an origin.
+type proxyAddrs struct{ addrs sync.Map }
+
+// recording wraps proxy so that every https:// proxy it returns is noted.
+func (p *proxyAddrs) recording(proxy func(*http.Request) (*url.URL, error)) func(*http.Request) (*url.URL, error) {
+	return func(req *http.Request) (*url.URL, error) {
+		u, err := proxy(req)
+		if err == nil && u != nil && u.Scheme == "https" {
+			port := u.Port()
+			if port == "" {
+				port = "443"
+			}
+			p.addrs.Store(strings.ToLower(net.JoinHostPort(u.Hostname(), port)), true)
+		}
+		return u, err
+	}
+}
+
+func (p *proxyAddrs) has(addr string) bool {
+	if p == nil {
+		return false
+	}
+	_, ok := p.addrs.Load(strings.ToLower(addr))
+	return ok
 }
 
 // nextProtos is the ALPN list for protocols over TLS.
@@ -123,75 +157,4 @@ func protocolsOf(tr *http.Transport) *http.Protocols {
 		p.SetHTTP2(!custom)
 	}
 	return p
-}
-
-// http3Transport is quic-go's HTTP/3 transport on a UDP socket of its own,
-// so that its dial failures can be marked and Close releases the socket.
-type http3Transport struct {
-	*http3.Transport
-
-	mu   sync.Mutex      // guards quic
-	quic *quic.Transport // built on the first dial
-}
-
-func (h *http3Transport) dial(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
-	qt, err := h.quicTransport()
-	if err != nil {
-		return nil, &connectError{err}
-	}
-	udpAddr, err := resolveUDP(ctx, addr)
-	if err != nil {
-		return nil, &connectError{err}
-	}
-	// Dial, not DialEarly: the handshake must be over before a request
-	// leaves, so that its failure is known to come first.
-	conn, err := qt.Dial(ctx, udpAddr, tlsCfg, cfg)
-	if err != nil {
-		return nil, &connectError{err}
-	}
-	return conn, nil
-}
-
-func (h *http3Transport) quicTransport() (*quic.Transport, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.quic == nil {
-		udp, err := net.ListenUDP("udp", nil)
-		if err != nil {
-			return nil, err
-		}
-		h.quic = &quic.Transport{Conn: udp}
-	}
-	return h.quic, nil
-}
-
-// Close closes the HTTP/3 connections, then the QUIC transport and its socket.
-func (h *http3Transport) Close() error {
-	err := h.Transport.Close()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.quic != nil {
-		err = errors.Join(err, h.quic.Close(), h.quic.Conn.Close())
-		h.quic = nil
-	}
-	return err
-}
-
-func resolveUDP(ctx context.Context, addr string) (*net.UDPAddr, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	portNum, err := net.DefaultResolver.LookupPort(ctx, "udp", port)
-	if err != nil {
-		return nil, err
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(portNum))), nil
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil, err
-	}
-	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(portNum))), nil
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -33,7 +34,8 @@ func (t *Transport) replay(req *http.Request, origin origin, bodies *replayBody,
 	marked := context.WithValue(ctx, replayedKey{}, true)
 	var attempts []Attempt
 	body := first
-	for i, c := range candidates {
+	for i := 0; i < len(candidates); i++ {
+		c := candidates[i]
 		trace.replayStart(c.offer)
 		out := req.Clone(marked)
 		out.Body = body
@@ -54,6 +56,11 @@ func (t *Transport) replay(req *http.Request, origin origin, bodies *replayBody,
 		}
 		attempts = append(attempts, Attempt{Protocol: c.offer, Err: err})
 		early := beforeConnection(err) && ctx.Err() == nil
+		if early && encrypted(c.target) {
+			// The failure may be an attacker's: never fall back from TLS to
+			// cleartext (DESIGN §4).
+			candidates = append(candidates[:i+1], onlyEncrypted(candidates[i+1:])...)
+		}
 		fallback := early && i+1 < len(candidates)
 		trace.replayDone(ReplayDoneInfo{Protocol: c.offer, Err: err, Fallback: fallback})
 		if !early {
@@ -70,6 +77,22 @@ func (t *Transport) replay(req *http.Request, origin origin, bodies *replayBody,
 		}
 	}
 	return nil, &UpgradeError{Offered: offered, Attempts: attempts, Response: resp426}
+}
+
+// encrypted reports whether tgt runs over TLS; only h2c does not.
+func encrypted(tgt target) bool {
+	return tgt.kind != targetH2C
+}
+
+// onlyEncrypted keeps the candidates that run over TLS.
+func onlyEncrypted(cs []candidate) []candidate {
+	kept := cs[:0]
+	for _, c := range cs {
+		if encrypted(c.target) {
+			kept = append(kept, c)
+		}
+	}
+	return kept
 }
 
 // multiplexed reports whether tgt speaks HTTP/2 or HTTP/3, which forbid the
@@ -96,15 +119,23 @@ func (t *Transport) send(out *http.Request, tgt target) (*http.Response, error) 
 }
 
 // releasingBody lets a connection that was busy when Close ran go when its
-// response is done: CloseIdleConnections alone leaves it pooled (h2c keeps it).
+// response is done: CloseIdleConnections alone leaves it pooled (h2c keeps
+// it), and HTTP/3 shuts down only when its last response is closed.
 type releasingBody struct {
 	io.ReadCloser
-	t  *Transport
-	rt http.RoundTripper
+	t      *Transport
+	rt     http.RoundTripper
+	closed atomic.Bool
 }
 
 func (b *releasingBody) Close() error {
 	err := b.ReadCloser.Close()
+	if !b.closed.CompareAndSwap(false, true) {
+		return err
+	}
+	if h, ok := b.rt.(*http3Transport); ok {
+		h.requestDone()
+	}
 	if b.t.closed.Load() {
 		closeIdle(b.rt)
 	}
@@ -128,9 +159,16 @@ const (
 	maxBrokenMarks  = 4096
 )
 
+// brokenKey names a protocol for an origin. The in-band Upgrade list is left
+// out: it varies with how the offer was learned, the failure does not.
 type brokenKey struct {
 	origin origin
-	target target
+	kind   targetKind
+	minTLS uint16
+}
+
+func brokenKeyOf(o origin, tgt target) brokenKey {
+	return brokenKey{origin: o, kind: tgt.kind, minTLS: tgt.minTLS}
 }
 
 type brokenMark struct {
@@ -166,7 +204,7 @@ func (t *Transport) dropBroken(origin origin, usable []candidate, skipped []Skip
 	kept := usable[:0]
 	b.mu.Lock()
 	for _, c := range usable {
-		if mark, ok := b.marks.Peek(brokenKey{origin, c.target}); ok && now.Before(mark.until) {
+		if mark, ok := b.marks.Peek(brokenKeyOf(origin, c.target)); ok && now.Before(mark.until) {
 			skipped = append(skipped, Skipped{Protocol: c.offer, Reason: ErrBroken})
 			continue
 		}
@@ -181,7 +219,8 @@ func (t *Transport) dropBroken(origin origin, usable []candidate, skipped []Skip
 // caused (its context ended) say nothing about the server.
 func (t *Transport) noteOutcome(ctx context.Context, origin origin, tgt target, err error) {
 	b := t.brokenMarks()
-	key := brokenKey{origin, tgt}
+	key := brokenKeyOf(origin, tgt)
+	now := t.clock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
@@ -189,9 +228,14 @@ func (t *Transport) noteOutcome(ctx context.Context, origin origin, tgt target, 
 		b.marks.Remove(key)
 	case beforeConnection(err) && ctx.Err() == nil:
 		mark, _ := b.marks.Get(key)
+		if now.Before(mark.until) {
+			// Requests that were in flight together saw one outage, not
+			// several: the period doubles per failure after it expired.
+			return
+		}
 		mark.failures++
 		period := brokenPeriod << min(mark.failures-1, 10)
-		mark.until = t.clock().Add(min(period, maxBrokenPeriod))
+		mark.until = now.Add(min(period, maxBrokenPeriod))
 		b.marks.Add(key, mark)
 	}
 }

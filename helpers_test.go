@@ -189,16 +189,19 @@ func startConnectProxy(t testing.TB) *connectProxy {
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); srv.Serve(ln) }()
 	p.url = &url.URL{Scheme: "http", Host: ln.Addr().String()}
-	t.Cleanup(func() {
-		srv.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
+	t.Cleanup(func() { p.close(srv) })
 	return p
+}
+
+// close stops the proxy and every tunnel, and waits for their goroutines.
+func (p *connectProxy) close(srv *http.Server) {
+	srv.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }
 
 func (p *connectProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {

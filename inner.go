@@ -86,21 +86,24 @@ func (t *Transport) newInner(tgt target) http.RoundTripper {
 	cfg := t.tlsConfig(tr.TLSClientConfig, tgt.minTLS)
 	cfg.NextProtos = nextProtos(tr.Protocols)
 	tr.TLSClientConfig = cfg // what http.Transport uses itself, through a proxy
-	tr.DialTLSContext = dialTLS(dial, cfg.Clone(), template.TLSHandshakeTimeout, wantALPN)
+	var proxies *proxyAddrs
+	if template.Proxy != nil {
+		proxies = new(proxyAddrs)
+		tr.Proxy = proxies.recording(template.Proxy)
+	}
+	tr.DialTLSContext = dialTLS(dial, cfg.Clone(), template.TLSHandshakeTimeout, wantALPN, proxies)
 	return tr
 }
 
 // newHTTP3 builds the HTTP/3 transport. QUIC has its own sockets, so only
 // the TLS settings and response limits carry over from the template.
 func (t *Transport) newHTTP3() *http3Transport {
-	template := t.template()
-	var inherited *tls.Config
-	if template.TLSClientConfig != nil {
-		inherited = template.TLSClientConfig.Clone()
-	}
+	// Clone, not TLSClientConfig.Clone: it first runs net/http's one-time
+	// setup, which writes the template's TLS config, so no read races it.
+	template := t.template().Clone()
 	h := &http3Transport{}
 	h.Transport = &http3.Transport{
-		TLSClientConfig: t.tlsConfig(inherited, tls.VersionTLS13), // QUIC runs TLS 1.3 only
+		TLSClientConfig: t.tlsConfig(template.TLSClientConfig, tls.VersionTLS13), // QUIC runs TLS 1.3 only
 		QUICConfig: &quic.Config{
 			HandshakeIdleTimeout: t.http3HandshakeTimeout(),
 			// As http3's defaults: no server-opened streams, keep-alives.

@@ -73,7 +73,8 @@ func (t *Transport) recall(req *http.Request) (origin, candidate, bool) {
 		ok = false
 	}
 	m.mu.Unlock()
-	if !ok || (needsDirectRoute(entry.via.target) && t.proxied(req)) {
+	if !ok || (needsDirectRoute(entry.via.target) && t.proxied(req)) ||
+		(multiplexed(entry.via.target) && needsHTTP1(req)) {
 		return origin{}, candidate{}, false
 	}
 	return key, entry.via, true
@@ -136,6 +137,12 @@ func (t *Transport) viaMemory(req *http.Request, o origin, via candidate) (*http
 		t.forget(o)
 		if trace.Forgot != nil {
 			trace.Forgot(MemoryInfo{Origin: o.String(), Protocol: via.offer, Err: err})
+		}
+		if via.target.kind == targetInbandTLS {
+			// Base would send it in clear, where the server demanded TLS
+			// and the switch failed, perhaps at an attacker's hands.
+			held.release()
+			return nil, err
 		}
 		again, ok := requestAgain(req, held)
 		if !ok {

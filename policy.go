@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // CheckUpgradeFunc decides which offered protocols to try after a 426, in
@@ -85,6 +87,9 @@ func (t *Transport) choose(req *http.Request, resp *http.Response, offered []Pro
 
 func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Protocol) (target, error) {
 	secure := req.URL.Scheme == "https"
+	if needsHTTP1(req) && (isHTTP2(offer) || offer.Is("h2c", "") || isHTTP3(offer)) {
+		return target{}, errOwnUpgrade
+	}
 	switch {
 	case isHTTP2(offer):
 		if resp.ProtoMajor == 2 {
@@ -148,6 +153,17 @@ func (t *Transport) h2cTarget(req *http.Request) (target, error) {
 		return target{}, ErrProxied
 	}
 	return target{kind: targetH2C}, nil
+}
+
+// errOwnUpgrade: the request asks for an upgrade of its own (a WebSocket
+// handshake) or is a CONNECT, which HTTP/2 and HTTP/3 would not carry as
+// such: stripping its Upgrade header would turn it into another request.
+var errOwnUpgrade = fmt.Errorf("%w: the request needs HTTP/1.1 for its own upgrade", ErrUnsupportedOffer)
+
+// needsHTTP1 is net/http's rule for requests only HTTP/1.1 can carry.
+func needsHTTP1(req *http.Request) bool {
+	return req.Method == http.MethodConnect ||
+		(httpguts.HeaderValuesContainsToken(req.Header["Connection"], "upgrade") && req.Header.Get("Upgrade") != "")
 }
 
 func isHTTP2(p Protocol) bool {

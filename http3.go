@@ -1,0 +1,146 @@
+package upgrade
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// http3Transport is quic-go's HTTP/3 transport on a UDP socket of its own,
+// so that its dial failures carry the connectError mark and Close releases
+// the socket. quic-go's Close cuts every connection at once, so Close here
+// waits for the responses still being read before it calls it.
+type http3Transport struct {
+	*http3.Transport
+
+	mu      sync.Mutex      // guards the fields below
+	quic    *quic.Transport // built on the first dial
+	active  int             // requests whose response is not closed yet
+	closing bool            // Close was called; shut down when active is 0
+}
+
+func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, ErrClosed
+	}
+	h.active++
+	h.mu.Unlock()
+	resp, err := h.Transport.RoundTrip(req)
+	if err != nil {
+		h.requestDone()
+	}
+	return resp, err
+}
+
+// requestDone is called once the response of a request is closed (see
+// releasingBody), or when the request failed.
+func (h *http3Transport) requestDone() {
+	h.mu.Lock()
+	h.active--
+	last := h.closing && h.active == 0
+	h.mu.Unlock()
+	if last {
+		h.shutdown()
+	}
+}
+
+// CloseIdleConnections closes the idle HTTP/3 connections, but only when no
+// response is being read: quic-go counts a connection idle once RoundTrip
+// has returned, and closing it would cut the response body.
+func (h *http3Transport) CloseIdleConnections() {
+	h.mu.Lock()
+	busy := h.active > 0
+	h.mu.Unlock()
+	if !busy {
+		h.Transport.CloseIdleConnections()
+	}
+}
+
+// Close shuts down now if no response is being read, otherwise when the
+// last one is closed: the connections, then the QUIC transport and socket.
+func (h *http3Transport) Close() error {
+	h.mu.Lock()
+	h.closing = true
+	idle := h.active == 0
+	h.mu.Unlock()
+	if !idle {
+		return nil
+	}
+	return h.shutdown()
+}
+
+func (h *http3Transport) shutdown() error {
+	err := h.Transport.Close()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.quic != nil {
+		err = errors.Join(err, h.quic.Close(), h.quic.Conn.Close())
+		h.quic = nil
+	}
+	return err
+}
+
+func (h *http3Transport) dial(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+	qt, err := h.quicTransport()
+	if err != nil {
+		return nil, &connectError{err}
+	}
+	udpAddr, err := resolveUDP(ctx, addr)
+	if err != nil {
+		return nil, &connectError{err}
+	}
+	// Dial, not DialEarly: the handshake must be over before a request
+	// leaves, so that its failure is known to come first.
+	conn, err := qt.Dial(ctx, udpAddr, tlsCfg, cfg)
+	if err != nil {
+		return nil, &connectError{err}
+	}
+	return conn, nil
+}
+
+func (h *http3Transport) quicTransport() (*quic.Transport, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing && h.active == 0 {
+		return nil, ErrClosed
+	}
+	if h.quic == nil {
+		udp, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			return nil, err
+		}
+		h.quic = &quic.Transport{Conn: udp}
+	}
+	return h.quic, nil
+}
+
+func resolveUDP(ctx context.Context, addr string) (*net.UDPAddr, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	portNum, err := net.DefaultResolver.LookupPort(ctx, "udp", port)
+	if err != nil {
+		return nil, err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(portNum))), nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(portNum))), nil
+}
