@@ -92,6 +92,7 @@ func (s *Server) startInband(cert tls.Certificate) {
 		Handler:   http.HandlerFunc(s.serveInsideTLS),
 		Protocols: protocols(Config{HTTP1Only: true}),
 		ErrorLog:  s.http.ErrorLog,
+		ConnState: s.trackConn,
 	}
 	s.inband = in
 	s.http.Handler = http.HandlerFunc(s.serveClear)

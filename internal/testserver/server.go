@@ -167,6 +167,12 @@ type Server struct {
 	// closed is false, so Close's Wait cannot race with it.
 	handlers sync.WaitGroup
 
+	// conns counts the connections net/http serves, until they close or are
+	// hijacked (trackConn): net/http may linger on one after Close (it
+	// waits 500 ms before closing a connection whose request body it did
+	// not read), so Close waits for them.
+	conns sync.WaitGroup
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -226,7 +232,8 @@ func Start(cfg Config) (*Server, error) {
 		Handler:   http.HandlerFunc(s.serveHTTP),
 		Protocols: protocols(cfg),
 		// Tests provoke failed handshakes on purpose; do not log them.
-		ErrorLog: log.New(io.Discard, "", 0),
+		ErrorLog:  log.New(io.Discard, "", 0),
+		ConnState: s.trackConn,
 	}
 	if cfg.InbandTLS != 0 {
 		s.startInband(inbandCert)
@@ -293,9 +300,22 @@ func (s *Server) Close() error {
 			errs = append(errs, s.closeUDP())
 		}
 		s.handlers.Wait()
+		s.conns.Wait()
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// trackConn is the http.Servers' ConnState hook. Every connection starts
+// in StateNew, reported before Serve can return, and ends in StateClosed or
+// StateHijacked, so once Serve has returned Close can wait for the count.
+func (s *Server) trackConn(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		s.conns.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		s.conns.Done()
+	}
 }
 
 // enter registers a handler unless Close has begun.
