@@ -326,3 +326,17 @@ func TestHTTP3CloseReleasesQUIC(t *testing.T) {
 		t.Errorf("after Close: %v", err)
 	}
 }
+
+// The HTTP/3 transport really carries the setup bound to quic-go.
+func TestHTTP3SetupBoundReachesQUIC(t *testing.T) {
+	for _, tt := range []struct {
+		field, want time.Duration
+	}{{0, 2 * time.Second}, {700 * time.Millisecond, 700 * time.Millisecond}} {
+		tr := &Transport{HTTP3HandshakeTimeout: tt.field}
+		h := tr.newHTTP3()
+		if got := h.QUICConfig.HandshakeIdleTimeout; got != tt.want {
+			t.Errorf("HTTP3HandshakeTimeout %v gave quic-go %v, want %v", tt.field, got, tt.want)
+		}
+		h.Close()
+	}
+}

@@ -422,3 +422,69 @@ func BenchmarkMemory(b *testing.B) {
 		}
 	})
 }
+
+// What the memory sends: hop-by-hop headers dropped for HTTP/2, no entry
+// used for a request a proxy would carry (h2c), nothing learned from a 426.
+func TestMemoryPathRules(t *testing.T) {
+	t.Run("hop-by-hop headers dropped", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		for range 2 {
+			req := newRequest(t, testContext(t), "GET", s.URL, nil)
+			req.Header.Set("Connection", "X-Hop")
+			req.Header.Set("X-Hop", "1")
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if req.Header.Get("X-Hop") != "1" {
+				t.Fatal("the caller's header was changed")
+			}
+		}
+		seen := s.Requests()
+		if len(seen) != 3 || seen[2].Proto != "HTTP/2.0" || seen[2].Header.Get("X-Hop") != "" || seen[2].Header.Get("Connection") != "" {
+			t.Errorf("the remembered request arrived as %+v", seen[len(seen)-1])
+		}
+	})
+	t.Run("not behind a proxy", func(t *testing.T) {
+		s := startServer(t, testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}})
+		base := legacyBase(t, nil)
+		tr := newTransport(t, base)
+		warm := `{"version":1,"entries":[{"origin":"http://origin.test:80","protocol":"h2c","expires":"2999-01-01T00:00:00Z"}]}`
+		if n, _, err := tr.ImportMemory(strings.NewReader(warm)); n != 1 || err != nil {
+			t.Fatal(n, err)
+		}
+		proxyURL, _ := url.Parse(s.URL)
+		base.Proxy = http.ProxyURL(proxyURL) // the strict server plays the proxy
+		var hits atomic.Int32
+		ctx := WithTrace(testContext(t), &Trace{Remembered: func(MemoryInfo) { hits.Add(1) }})
+		resp, err := tr.RoundTrip(newRequest(t, ctx, "GET", "http://origin.test/", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if hits.Load() != 0 || resp.StatusCode != 426 {
+			t.Errorf("%d memory hits, status %d: want the proxied request through Base, meeting the 426", hits.Load(), resp.StatusCode)
+		}
+	})
+	t.Run("a 426 on the replay is not learned", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"HTTP/2"}})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		for range 2 {
+			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+		}
+		if n := s.Count(); n != 4 {
+			t.Errorf("server saw %d requests, want 4: nothing was remembered from a 426", n)
+		}
+		var file bytes.Buffer
+		tr.ExportMemory(&file)
+		if strings.Contains(file.String(), "HTTP/2") {
+			t.Errorf("exported %s", file.String())
+		}
+	})
+}

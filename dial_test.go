@@ -1,0 +1,79 @@
+package upgrade
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/h426/upgrade/internal/testserver"
+)
+
+// A server that ignores ALPN cannot be spoken HTTP/2 to: the attempt fails
+// before any request left, so it counts as a connection failure.
+func TestALPNRefusedIsAConnectionFailure(t *testing.T) {
+	ca, err := testserver.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int32
+	srv := &http.Server{
+		ErrorLog: log.New(io.Discard, "", 0),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requests.Add(1)
+			w.Header().Set("Upgrade", "HTTP/2")
+			w.WriteHeader(http.StatusUpgradeRequired)
+		}),
+	}
+	// No NextProtos: the server ignores the client's ALPN and picks none.
+	go srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}}))
+	t.Cleanup(func() { srv.Close() })
+
+	tr := newTransport(t, legacyBase(t, ca.CertPool()))
+	_, err = tr.RoundTrip(newRequest(t, testContext(t), "GET", "https://"+ln.Addr().String(), nil))
+	var ue *UpgradeError
+	if !errors.As(err, &ue) || len(ue.Attempts) != 1 || !beforeConnection(ue.Attempts[0].Err) {
+		t.Fatalf("got %v; want an *UpgradeError whose HTTP/2 attempt failed before a connection", err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("server saw %d requests, want only the first", n)
+	}
+}
+
+// protocolsOf follows net/http's rule for what a transport speaks.
+func TestProtocolsOf(t *testing.T) {
+	h1h2 := new(http.Protocols)
+	h1h2.SetHTTP1(true)
+	h1h2.SetHTTP2(true)
+	tests := []struct {
+		name      string
+		tr        *http.Transport
+		wantHTTP2 bool
+	}{
+		{"zero value", &http.Transport{}, true},
+		{"explicit Protocols", &http.Transport{Protocols: h1h2, TLSClientConfig: &tls.Config{}}, true},
+		{"own TLS config", &http.Transport{TLSClientConfig: &tls.Config{}}, false},
+		{"own TLS config, forced", &http.Transport{TLSClientConfig: &tls.Config{}, ForceAttemptHTTP2: true}, true},
+		{"own dialer", &http.Transport{DialContext: new(net.Dialer).DialContext}, false},
+		{"empty TLSNextProto", &http.Transport{TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}, false},
+		{"DefaultTransport", http.DefaultTransport.(*http.Transport), true},
+	}
+	for _, tt := range tests {
+		p := protocolsOf(tt.tr)
+		if !p.HTTP1() || p.HTTP2() != tt.wantHTTP2 {
+			t.Errorf("%s: HTTP/1 %v HTTP/2 %v, want true and %v", tt.name, p.HTTP1(), p.HTTP2(), tt.wantHTTP2)
+		}
+	}
+}
