@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -37,6 +38,13 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	h.active++
 	h.mu.Unlock()
+	if req.Body != nil && req.Body != http.NoBody {
+		// quic-go v0.65.0 closes the body twice when a request fails after
+		// its body began: in RoundTripOpt on the error, and when it stops
+		// sending. The body may be the caller's, owed exactly one Close.
+		req = req.WithContext(req.Context()) // a shallow copy: req may be the caller's
+		req.Body = &closeOnceBody{ReadCloser: req.Body}
+	}
 	resp, err := h.Transport.RoundTrip(req)
 	if err != nil {
 		h.requestDone()
@@ -124,6 +132,18 @@ func (h *http3Transport) quicTransport() (*quic.Transport, error) {
 		h.quic = &quic.Transport{Conn: udp}
 	}
 	return h.quic, nil
+}
+
+// closeOnceBody passes on the first Close only.
+type closeOnceBody struct {
+	io.ReadCloser
+	once sync.Once
+	err  error
+}
+
+func (b *closeOnceBody) Close() error {
+	b.once.Do(func() { b.err = b.ReadCloser.Close() })
+	return b.err
 }
 
 func resolveUDP(ctx context.Context, addr string) (*net.UDPAddr, error) {

@@ -135,6 +135,11 @@ func (s *replayBody) next() (io.ReadCloser, error) {
 		if err != nil {
 			return nil, fmt.Errorf("upgrade: GetBody: %w", err)
 		}
+		if body == nil || (body == http.NoBody && s.req.ContentLength > 0) {
+			// HTTP/2 and HTTP/3 would send the replay without the body the
+			// request declares, and the server would take it as complete.
+			return nil, fmt.Errorf("%w: GetBody returned no body", ErrBodyNotReplayable)
+		}
 		return body, nil
 	}
 	rc, ok := s.current.take()
