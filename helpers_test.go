@@ -123,12 +123,18 @@ func (b *countingBody) Close() error               { b.closes.Add(1); return nil
 // checks it was closed exactly once.
 func (b *countingBody) waitCloses(t testing.TB) {
 	t.Helper()
+	waitClosedOnce(t, &b.closes, "request body")
+}
+
+// waitClosedOnce waits until closes is not zero, then checks it is one.
+func waitClosedOnce(t testing.TB, closes *atomic.Int32, what string) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for b.closes.Load() == 0 && time.Now().Before(deadline) {
+	for closes.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if n := b.closes.Load(); n != 1 {
-		t.Errorf("request body closed %d times, want 1", n)
+	if n := closes.Load(); n != 1 {
+		t.Errorf("%s closed %d times, want 1", what, n)
 	}
 }
 
@@ -179,16 +185,21 @@ type connectProxy struct {
 	wg    sync.WaitGroup
 }
 
-func startConnectProxy(t testing.TB) *connectProxy {
+// startConnectProxy starts an http:// proxy, or with cfg an https:// one.
+func startConnectProxy(t testing.TB, cfg *tls.Config) *connectProxy {
 	p := &connectProxy{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.url = &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+		p.url.Scheme = "https"
+	}
 	srv := &http.Server{Handler: p, ErrorLog: log.New(io.Discard, "", 0)}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); srv.Serve(ln) }()
-	p.url = &url.URL{Scheme: "http", Host: ln.Addr().String()}
 	t.Cleanup(func() { p.close(srv) })
 	return p
 }

@@ -751,13 +751,7 @@ func (b *streamBody) Close() error { b.closes.Add(1); return nil }
 
 func (b *streamBody) waitClosed(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for b.closes.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if n := b.closes.Load(); n != 1 {
-		t.Errorf("streamed body closed %d times, want 1", n)
-	}
+	waitClosedOnce(t, &b.closes, "streamed body")
 }
 
 // Row 10: a 100 MiB body streamed without GetBody meets a 426. Once bytes

@@ -80,7 +80,7 @@ func TestHTTP3NotChosen(t *testing.T) {
 	})
 	t.Run("behind a proxy", func(t *testing.T) {
 		s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
-		proxy := startConnectProxy(t)
+		proxy := startConnectProxy(t, nil)
 		base := legacyBase(t, s.CertPool())
 		base.Proxy = http.ProxyURL(proxy.url)
 		tr := newTransport(t, base)

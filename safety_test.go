@@ -5,10 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -149,40 +146,6 @@ func TestCloseLetsHTTP3ResponseFinish(t *testing.T) {
 	// goleak in TestMain checks the QUIC socket went with the last response.
 }
 
-// Connections busy at Close on HTTP/1.1 targets are closed once idle.
-func TestCloseWithHTTP1ResponseInFlight(t *testing.T) {
-	for _, name := range []string{"TLS/1.3", "in-band"} {
-		t.Run(name, func(t *testing.T) {
-			release := make(chan struct{})
-			slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				io.WriteString(w, "o")
-				w.(http.Flusher).Flush()
-				<-release
-				io.WriteString(w, "k\n")
-			})
-			cfg := testserver.Config{TLS: true, HTTP1Only: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}, Handler: slow}
-			if name == "in-band" {
-				cfg = testserver.Config{InbandTLS: testserver.InbandRFC2817, Require: testserver.RequireTLS, Upgrade: cups, Handler: slow}
-			}
-			s := startServer(t, cfg)
-			var conns connCounter
-			base := legacyBase(t, s.CertPool())
-			base.DialContext = conns.DialContext
-			tr := &Transport{Base: base}
-			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr.Close()
-			close(release)
-			if body := readAll(t, resp); body != "ok\n" {
-				t.Errorf("got %q over %s", body, resp.Proto)
-			}
-			conns.waitAllClosed(t)
-		})
-	}
-}
-
 // A warm start: the first HTTP/3 request builds its transport from Base
 // while Base's own first request sets itself up. -race must stay quiet.
 func TestWarmStartDoesNotRaceBase(t *testing.T) {
@@ -219,7 +182,7 @@ func TestHTTP2ThroughAnHTTPSProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startConnectProxyTLS(t, &tls.Config{Certificates: []tls.Certificate{cert}})
+	proxy := startConnectProxy(t, &tls.Config{Certificates: []tls.Certificate{cert}})
 	base := legacyBase(t, s.CertPool())
 	base.Proxy = http.ProxyURL(proxy.url)
 	tr := newTransport(t, base)
@@ -231,19 +194,4 @@ func TestHTTP2ThroughAnHTTPSProxy(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" || proxy.tunnels.Load() != 2 {
 		t.Errorf("got %d over %s through %d tunnels, want 200 over HTTP/2.0 through 2", resp.StatusCode, resp.Proto, proxy.tunnels.Load())
 	}
-}
-
-// startConnectProxyTLS is startConnectProxy behind TLS: an https:// proxy.
-func startConnectProxyTLS(t testing.TB, cfg *tls.Config) *connectProxy {
-	p := &connectProxy{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: p, ErrorLog: log.New(io.Discard, "", 0)}
-	p.wg.Add(1)
-	go func() { defer p.wg.Done(); srv.Serve(tls.NewListener(ln, cfg)) }()
-	p.url = &url.URL{Scheme: "https", Host: ln.Addr().String()}
-	t.Cleanup(func() { p.close(srv) })
-	return p
 }
