@@ -80,11 +80,6 @@ func (t *Transport) recall(req *http.Request) (origin, candidate, bool) {
 	return key, entry.via, true
 }
 
-// needsDirectRoute reports whether a target cannot go through an HTTP proxy.
-func needsDirectRoute(tgt target) bool {
-	return tgt.kind == targetH2C || tgt.kind == targetHTTP3 || tgt.kind == targetInbandTLS
-}
-
 // learn remembers that origin answered over c.
 func (t *Transport) learn(o origin, c candidate) {
 	m := t.memory()

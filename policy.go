@@ -85,7 +85,24 @@ func (t *Transport) choose(req *http.Request, resp *http.Response, offered []Pro
 	return usable, skipped
 }
 
+// targetFor maps an offer to its target (DESIGN §2), then refuses targets
+// that cannot go through the proxy that would carry req (DESIGN §4).
 func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Protocol) (target, error) {
+	tgt, err := t.mapOffer(req, resp, offer)
+	if err == nil && needsDirectRoute(tgt) && t.proxied(req) {
+		return target{}, ErrProxied
+	}
+	return tgt, err
+}
+
+// needsDirectRoute reports whether tgt cannot go through an HTTP proxy:
+// the proxy, not the origin, would get the h2c preface or the in-band
+// switch, and QUIC does not go through one at all.
+func needsDirectRoute(tgt target) bool {
+	return tgt.kind == targetH2C || tgt.kind == targetHTTP3 || tgt.kind == targetInbandTLS
+}
+
+func (t *Transport) mapOffer(req *http.Request, resp *http.Response, offer Protocol) (target, error) {
 	secure := req.URL.Scheme == "https"
 	if needsHTTP1(req) && (isHTTP2(offer) || offer.Is("h2c", "") || isHTTP3(offer)) {
 		return target{}, errOwnUpgrade
@@ -98,7 +115,7 @@ func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Prot
 		if secure {
 			return target{kind: targetHTTP2}, nil
 		}
-		return t.h2cTarget(req)
+		return target{kind: targetH2C}, nil
 	case offer.Is("h2c", ""):
 		if secure {
 			return target{}, ErrDowngrade
@@ -106,16 +123,13 @@ func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Prot
 		if resp.ProtoMajor == 2 {
 			return target{}, ErrNoChange
 		}
-		return t.h2cTarget(req)
+		return target{kind: targetH2C}, nil
 	case isHTTP3(offer):
 		switch {
 		case !secure:
 			return target{}, ErrNeedsTLS
 		case resp.ProtoMajor == 3:
 			return target{}, ErrNoChange
-		case t.proxied(req):
-			// QUIC cannot go through an HTTP proxy (DESIGN §4).
-			return target{}, ErrProxied
 		}
 		return target{kind: targetHTTP3}, nil
 	case strings.EqualFold(offer.Name, "TLS"):
@@ -134,25 +148,12 @@ func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Prot
 			return target{}, ErrNoChange
 		}
 		if !secure {
-			// RFC 2817 in-band TLS on the same port (DESIGN §2). Through a
-			// proxy, the proxy would be the one to switch.
-			if t.proxied(req) {
-				return target{}, ErrProxied
-			}
+			// RFC 2817 in-band TLS on the same port (DESIGN §2).
 			return target{kind: targetInbandTLS, minTLS: least, inband: inbandTokens(resp.Header, offer)}, nil
 		}
 		return target{kind: targetTLS, minTLS: least}, nil
 	}
 	return target{}, ErrUnsupportedOffer
-}
-
-// h2cTarget refuses prior-knowledge h2c when a proxy would carry the
-// request: the proxy, not the origin, would receive the HTTP/2 preface.
-func (t *Transport) h2cTarget(req *http.Request) (target, error) {
-	if t.proxied(req) {
-		return target{}, ErrProxied
-	}
-	return target{kind: targetH2C}, nil
 }
 
 // errOwnUpgrade: the request asks for an upgrade of its own (a WebSocket

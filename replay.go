@@ -166,10 +166,14 @@ func drain426(resp *http.Response) {
 	resp.Body = io.NopCloser(bytes.NewReader(prefix))
 }
 
+// hopByHop are the headers of one HTTP/1.1 connection, in canonical form;
+// TE is kept when it says only "trailers".
+var hopByHop = []string{"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding"}
+
 // hasHopByHop reports whether h holds anything removeHopByHop would change,
 // so that a request without them is sent without a copy.
 func hasHopByHop(h http.Header) bool {
-	for _, name := range []string{"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding"} {
+	for _, name := range hopByHop {
 		if _, ok := h[name]; ok {
 			return true
 		}
@@ -189,8 +193,8 @@ func removeHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, name := range []string{"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding"} {
-		h.Del(name)
+	for _, name := range hopByHop {
+		delete(h, name)
 	}
 	if te, ok := h["Te"]; ok {
 		if httpguts.HeaderValuesContainsToken(te, "trailers") {
