@@ -15,7 +15,7 @@ import (
 
 // connectError marks a failure while a connection was being set up: dial,
 // TLS or QUIC handshake, ALPN. Nothing went out on that connection, so the
-// next offer may be tried (DESIGN §1 step 5). Upgraded transports dial and
+// next offer may be tried. Upgraded transports dial and
 // shake hands themselves so that every such failure carries this mark;
 // anything else may have reached the server. One caveat is net/http's own:
 // it retries an idempotent request whose reused connection died, and if

@@ -37,6 +37,16 @@ var (
 	ErrBodyNotReplayable = errors.New("upgrade: request body cannot be sent again")
 	// ErrAlreadyReplayed: the request is itself a replay; it is not upgraded twice.
 	ErrAlreadyReplayed = errors.New("upgrade: request was already replayed once")
+
+	// ErrInbandDesync: during an in-band TLS upgrade (RFC 2817) bytes
+	// arrived where none may: after the 101 and before the TLS handshake,
+	// as the 101's body, after the answer to the OPTIONS, or as a 101 that
+	// no request asked for. The two ends could disagree on where TLS begins
+	// or where a response ends, which is how CVE-2025-49812 injected
+	// cleartext into Apache's TLS stream; it may be an attacker on the path,
+	// so it is worth an alert. It is found inside an *UpgradeError's
+	// attempts, or returned as it is by a connection already upgraded.
+	ErrInbandDesync = errors.New("upgrade: in-band TLS: unexpected bytes would desynchronise the connection")
 )
 
 // Attempt is one try of an offered protocol that failed.

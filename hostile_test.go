@@ -672,15 +672,15 @@ func TestHostileInband(t *testing.T) {
 		{name: "200 instead of 101", server: inband(testserver.InbandAnswer200), wantErr: upgradeErrorWith(errorIs(errInbandRefused))},
 		{name: "closed instead of 101", server: inband(testserver.InbandClose), wantErr: upgradeErrorWith(errorIs(errInbandRefused))},
 		{name: "101 then cleartext bytes", server: inband(testserver.InbandBytesAfter101), wantErr: anyUpgradeError},
-		{name: "101 with a body", server: inband(testserver.Inband101WithBody), wantErr: upgradeErrorWith(errorIs(errInbandDesync))},
+		{name: "101 with a body", server: inband(testserver.Inband101WithBody), wantErr: upgradeErrorWith(errorIs(ErrInbandDesync))},
 		{name: "101 then not TLS", server: inband(testserver.InbandNotTLS), wantErr: anyUpgradeError},
 		{name: "101 then closed", server: inband(testserver.InbandCloseAfter101), wantErr: anyUpgradeError},
-		{name: "101, TLS, then a second response", server: inband(testserver.InbandExtraResponse), wantErr: upgradeErrorWith(errorIs(errInbandDesync))},
+		{name: "101, TLS, then a second response", server: inband(testserver.InbandExtraResponse), wantErr: upgradeErrorWith(errorIs(ErrInbandDesync))},
 		// The 101 is refused as data; the server's close may also reach the
 		// request's writer first. Either way an error, never the 101's body.
 		{name: "101, TLS, then 101 to the request", server: inband(testserver.InbandUnasked101), wantErr: func(err error) bool {
 			var opErr *net.OpError
-			return errors.Is(err, errInbandDesync) || errors.As(err, &opErr)
+			return errors.Is(err, ErrInbandDesync) || errors.As(err, &opErr)
 		}, wantRequests: 2, expect100: true},
 		{name: "101, TLS, OPTIONS never answered: handshake bound", server: inband(testserver.InbandSilent),
 			base: func(t testing.TB, s *testserver.Server) *http.Transport {
@@ -963,11 +963,8 @@ func TestHostileCancel(t *testing.T) {
 			setup:    func(tr *Transport) { tr.HTTP3HandshakeTimeout = 5 * time.Second },
 			cancelOn: "replay", cancelAfter: 200 * time.Millisecond, wantErr: canceled, wantRequests: 1,
 			check: func(t *testing.T, tr *Transport, _ *http.Response, _ error) {
-				b := tr.brokenMarks()
-				b.mu.Lock()
-				defer b.mu.Unlock()
-				if n := b.marks.Len(); n != 0 {
-					t.Errorf("%d offers marked broken by the caller's own cancel", n)
+				if tr.broken.any() {
+					t.Error("offers marked broken by the caller's own cancel")
 				}
 			}},
 		{name: "during the HTTP/2 replay", server: testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}, Handler: hang},

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -25,6 +26,28 @@ type http3Transport struct {
 	quic    *quic.Transport // built on the first dial
 	active  int             // requests whose response is not closed yet
 	closing bool            // Close was called; shut down when active is 0
+}
+
+// newHTTP3 builds the HTTP/3 transport. QUIC has its own sockets, so only
+// the TLS settings and response limits carry over from the template.
+func (t *Transport) newHTTP3() *http3Transport {
+	// Clone, not TLSClientConfig.Clone: it first runs net/http's one-time
+	// setup, which writes the template's TLS config, so no read races it.
+	template := t.template().Clone()
+	h := &http3Transport{}
+	h.Transport = &http3.Transport{
+		TLSClientConfig: t.tlsConfig(template.TLSClientConfig, tls.VersionTLS13), // QUIC runs TLS 1.3 only
+		QUICConfig: &quic.Config{
+			HandshakeIdleTimeout: t.http3HandshakeTimeout(),
+			// As http3's defaults: no server-opened streams, keep-alives.
+			MaxIncomingStreams: -1,
+			KeepAlivePeriod:    10 * time.Second,
+		},
+		Dial:                   h.dial,
+		DisableCompression:     template.DisableCompression,
+		MaxResponseHeaderBytes: int(template.MaxResponseHeaderBytes),
+	}
+	return h
 }
 
 func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -141,62 +140,6 @@ func TestHTTP3FallbackAndBrokenMark(t *testing.T) {
 	if rec = get(); len(rec.started) != 2 {
 		t.Errorf("after the mark expired, tried %v; want HTTP/3 again, then HTTP/2", rec.started)
 	}
-}
-
-var (
-	originA = origin{scheme: "https", host: "a", port: "443"}
-	originB = origin{scheme: "https", host: "b", port: "443"}
-)
-
-func TestBrokenMarksDoubleAndClear(t *testing.T) {
-	tr := &Transport{}
-	clock := time.Now()
-	tr.now = func() time.Time { return clock }
-	h3 := target{kind: targetHTTP3}
-	offer := []candidate{{offer: Protocol{"HTTP", "3"}, target: h3}}
-	marked := func() bool {
-		kept, _ := tr.dropBroken(originA, append([]candidate(nil), offer...), nil)
-		return len(kept) == 0
-	}
-	failAt := func() {
-		tr.noteOutcome(context.Background(), originA, h3, &connectError{errors.New("timeout")})
-	}
-
-	want := brokenPeriod
-	for range 12 {
-		failAt()
-		clock = clock.Add(want - time.Second)
-		if !marked() {
-			t.Fatalf("not marked %v into a %v mark", want-time.Second, want)
-		}
-		clock = clock.Add(2 * time.Second)
-		if marked() {
-			t.Fatalf("still marked after %v", want)
-		}
-		want = min(2*want, maxBrokenPeriod)
-	}
-	tr.noteOutcome(context.Background(), originA, h3, nil)
-	failAt()
-	clock = clock.Add(brokenPeriod + time.Second)
-	if marked() {
-		t.Error("a success did not reset the period to its first length")
-	}
-	t.Run("caller's cancellation is no failure", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		tr.noteOutcome(ctx, originB, h3, &connectError{context.Canceled})
-		if kept, _ := tr.dropBroken(originB, append([]candidate(nil), offer...), nil); len(kept) != 1 {
-			t.Error("a cancelled request marked the origin broken")
-		}
-	})
-	t.Run("bounded", func(t *testing.T) {
-		for i := range maxBrokenMarks + 100 {
-			tr.noteOutcome(context.Background(), origin{scheme: "https", host: fmt.Sprint("host", i), port: "443"}, h3, &connectError{errors.New("x")})
-		}
-		if n := tr.brokenMarks().marks.Len(); n > maxBrokenMarks {
-			t.Errorf("%d marks kept, bound is %d", n, maxBrokenMarks)
-		}
-	})
 }
 
 func TestHTTP3Failures(t *testing.T) {

@@ -14,9 +14,9 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// Defaults for the origin memory (DESIGN §5).
+// Defaults for the origin memory.
 const (
-	defaultMemoryTTL  = 24 * time.Hour // as Alt-Svc's default max-age
+	defaultMemoryTTL  = 24 * time.Hour // as Alt-Svc's default max-age (RFC 7838 §3.1)
 	defaultMemorySize = 4096
 )
 
@@ -38,6 +38,66 @@ type memory struct {
 	size    atomic.Int32 // len(entries), read without the lock on every request
 }
 
+func newMemory(size int, ttl time.Duration) *memory {
+	entries, _ := simplelru.NewLRU[origin, memoryEntry](size, nil) // fails only for size <= 0
+	return &memory{ttl: ttl, entries: entries}
+}
+
+// empty reports, without the lock, whether nothing is remembered.
+func (m *memory) empty() bool { return m.size.Load() == 0 }
+
+// lookup returns what o demanded, unless it has expired by now.
+func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	entry, ok := m.entries.Get(o)
+	if !ok {
+		return candidate{}, false
+	}
+	if !now.Before(entry.expires) {
+		m.removeLocked(o)
+		return candidate{}, false
+	}
+	return entry.via, true
+}
+
+// put remembers that o answered over entry.via until entry.expires.
+func (m *memory) put(o origin, entry memoryEntry) {
+	m.mu.Lock()
+	m.entries.Add(o, entry)
+	m.size.Store(int32(m.entries.Len()))
+	m.mu.Unlock()
+}
+
+// forget drops what is remembered for o.
+func (m *memory) forget(o origin) {
+	m.mu.Lock()
+	m.removeLocked(o)
+	m.mu.Unlock()
+}
+
+func (m *memory) removeLocked(o origin) {
+	m.entries.Remove(o)
+	m.size.Store(int32(m.entries.Len()))
+}
+
+// live returns the entries that have not expired by now, least recently
+// used first.
+func (m *memory) live(now time.Time) []memoryFileEntry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var live []memoryFileEntry
+	for _, o := range m.entries.Keys() {
+		entry, _ := m.entries.Peek(o)
+		if now.Before(entry.expires) {
+			live = append(live, memoryFileEntry{
+				Origin: o.String(), Host: o.vhost, Protocol: entry.via.offer.String(), Expires: entry.expires.UTC(),
+			})
+		}
+	}
+	return live
+}
+
 // memory returns the origin memory, built on first use; nil when it is off.
 func (t *Transport) memory() *memory {
 	if t.MemorySize < 0 {
@@ -51,127 +111,32 @@ func (t *Transport) memory() *memory {
 		if ttl <= 0 {
 			ttl = defaultMemoryTTL
 		}
-		entries, _ := simplelru.NewLRU[origin, memoryEntry](size, nil) // fails only for size <= 0
-		t.mem.Store(&memory{ttl: ttl, entries: entries})
+		t.mem.Store(newMemory(size, ttl))
 	})
 	return t.mem.Load()
 }
 
-// recall returns the protocol remembered for req's origin, if any. A
-// request that has nothing remembered pays one atomic load.
-func (t *Transport) recall(req *http.Request) (origin, candidate, bool) {
-	m := t.mem.Load()
-	if m == nil || m.size.Load() == 0 {
-		return origin{}, candidate{}, false
-	}
-	key := originOf(req)
-	m.mu.Lock()
-	entry, ok := m.entries.Get(key)
-	if ok && !t.clock().Before(entry.expires) {
-		m.entries.Remove(key)
-		m.size.Store(int32(m.entries.Len()))
-		ok = false
-	}
-	m.mu.Unlock()
-	if !ok || (needsDirectRoute(entry.via.target) && t.proxied(req)) ||
-		(multiplexed(entry.via.target) && needsHTTP1(req)) {
-		return origin{}, candidate{}, false
-	}
-	return key, entry.via, true
-}
-
-// learn remembers that origin answered over c.
-func (t *Transport) learn(o origin, c candidate) {
+// learn remembers that the request's origin answered over c.
+func (t *Transport) learn(r *transportRequest, c candidate) {
 	m := t.memory()
 	if m == nil {
 		return
 	}
-	m.put(o, memoryEntry{via: c, expires: t.clock().Add(m.ttl)})
+	m.put(r.origin, memoryEntry{via: c, expires: t.clock().Add(m.ttl)})
+	if r.trace.Learned != nil {
+		r.trace.Learned(MemoryInfo{Origin: r.origin.String(), Protocol: c.offer})
+	}
 }
 
-func (m *memory) put(o origin, entry memoryEntry) {
-	m.mu.Lock()
-	m.entries.Add(o, entry)
-	m.size.Store(int32(m.entries.Len()))
-	m.mu.Unlock()
-}
-
-// forget drops what is remembered for o.
-func (t *Transport) forget(o origin) {
-	m := t.mem.Load()
-	if m == nil {
-		return
+// forget drops what is remembered for the request's origin, because via
+// failed before a connection (err) or met a 426 (err is nil).
+func (t *Transport) forget(r *transportRequest, via candidate, err error) {
+	if m := t.mem.Load(); m != nil {
+		m.forget(r.origin)
 	}
-	m.mu.Lock()
-	m.entries.Remove(o)
-	m.size.Store(int32(m.entries.Len()))
-	m.mu.Unlock()
-}
-
-// viaMemory sends req straight over the protocol remembered for its origin
-// (DESIGN §5). A 426 there is handled like any other. A failure before any
-// connection forgets the origin, marks the protocol broken and sends the
-// request through Base again, if its body can be sent again.
-func (t *Transport) viaMemory(req *http.Request, o origin, via candidate) (*http.Response, error) {
-	trace := traceFrom(req.Context())
-	if trace.Remembered != nil {
-		trace.Remembered(MemoryInfo{Origin: o.String(), Protocol: via.offer})
+	if r.trace.Forgot != nil {
+		r.trace.Forgot(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer, Err: err})
 	}
-	out, held := holdBody(req)
-	if multiplexed(via.target) && hasHopByHop(out.Header) {
-		out = out.Clone(out.Context())
-		removeHopByHop(out.Header)
-	}
-	resp, err := t.send(out, via.target)
-	t.noteOutcome(req.Context(), o, via.target, err)
-	if err != nil {
-		if !beforeConnection(err) || req.Context().Err() != nil {
-			held.release()
-			return nil, err
-		}
-		t.forget(o)
-		if trace.Forgot != nil {
-			trace.Forgot(MemoryInfo{Origin: o.String(), Protocol: via.offer, Err: err})
-		}
-		if via.target.kind == targetInbandTLS {
-			// Base would send it in clear, where the server demanded TLS
-			// and the switch failed, perhaps at an attacker's hands.
-			held.release()
-			return nil, err
-		}
-		again, ok := requestAgain(req, held)
-		if !ok {
-			return nil, err
-		}
-		return t.viaBase(again)
-	}
-	if resp.StatusCode != http.StatusUpgradeRequired {
-		held.release()
-		return resp, nil
-	}
-	// The server wants more than what it once asked for.
-	t.forget(o)
-	if trace.Forgot != nil {
-		trace.Forgot(MemoryInfo{Origin: o.String(), Protocol: via.offer})
-	}
-	return t.upgrade(req, held, resp)
-}
-
-// requestAgain returns req ready to be sent again after an attempt that
-// never had a connection, or false when its body is gone.
-func requestAgain(req *http.Request, held *oneShotBody) (*http.Request, bool) {
-	bodies := replayBody{req: req, current: held}
-	body, err := bodies.next()
-	if err != nil {
-		bodies.done()
-		return nil, false
-	}
-	if body == req.Body {
-		return req, true
-	}
-	again := req.WithContext(req.Context())
-	again.Body = body
-	return again, true
 }
 
 // The memory's file form: small, versioned JSON, in the spirit of curl's
@@ -202,17 +167,7 @@ const maxMemoryFileBytes = 16 << 20
 func (t *Transport) ExportMemory(w io.Writer) error {
 	file := memoryFile{Version: memoryFileVersion, Entries: []memoryFileEntry{}}
 	if m := t.mem.Load(); m != nil {
-		now := t.clock()
-		m.mu.Lock()
-		for _, o := range m.entries.Keys() {
-			entry, _ := m.entries.Peek(o)
-			if now.Before(entry.expires) {
-				file.Entries = append(file.Entries, memoryFileEntry{
-					Origin: o.String(), Host: o.vhost, Protocol: entry.via.offer.String(), Expires: entry.expires.UTC(),
-				})
-			}
-		}
-		m.mu.Unlock()
+		file.Entries = append(file.Entries, m.live(t.clock())...)
 	}
 	return json.NewEncoder(w).Encode(file)
 }
@@ -266,7 +221,8 @@ func (t *Transport) validEntry(e memoryFileEntry) (origin, candidate, bool) {
 	if err != nil || len(offered) != 1 {
 		return origin{}, candidate{}, false
 	}
-	tgt, reason := t.targetFor(req, &http.Response{ProtoMajor: 1, ProtoMinor: 1}, offered[0])
+	s := situation{secure: u.Scheme == "https", respMajor: 1, proxied: t.proxied(req), floor: t.floor()}
+	tgt, reason := targetFor(s, offered[0], offered)
 	if reason != nil {
 		return origin{}, candidate{}, false
 	}

@@ -213,7 +213,7 @@ func TestMemoryUnderAHerd(t *testing.T) {
 	}
 
 	herd(500)
-	if n := tr.innerBuilt.Load(); n != 1 {
+	if n := tr.inner.built.Load(); n != 1 {
 		t.Errorf("%d inner transports built for one kind, want 1", n)
 	}
 	learned := s.Refused()
@@ -384,7 +384,7 @@ func TestMemoryManyOriginsConcurrently(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if n := tr.innerBuilt.Load(); n != 4 {
+	if n := tr.inner.built.Load(); n != 4 {
 		t.Errorf("%d inner transports built, want 4 (one per kind)", n)
 	}
 }
@@ -400,7 +400,7 @@ func BenchmarkMemory(b *testing.B) {
 			runtime.GC()
 			runtime.ReadMemStats(&before)
 			for i := range defaultMemorySize {
-				tr.learn(origin{scheme: "https", host: fmt.Sprintf("host-%04d.example.com", i), port: "443"}, via)
+				tr.memory().put(origin{scheme: "https", host: fmt.Sprintf("host-%04d.example.com", i), port: "443"}, memoryEntry{via: via, expires: time.Now().Add(time.Hour)})
 			}
 			runtime.GC()
 			runtime.ReadMemStats(&after)
@@ -411,12 +411,12 @@ func BenchmarkMemory(b *testing.B) {
 	b.Run("lookup", func(b *testing.B) {
 		tr := &Transport{}
 		for i := range defaultMemorySize {
-			tr.learn(origin{scheme: "https", host: fmt.Sprintf("host-%04d.example.com", i), port: "443"}, via)
+			tr.memory().put(origin{scheme: "https", host: fmt.Sprintf("host-%04d.example.com", i), port: "443"}, memoryEntry{via: via, expires: time.Now().Add(time.Hour)})
 		}
 		req := &http.Request{URL: &url.URL{Scheme: "https", Host: "host-0042.example.com"}, Host: "host-0042.example.com"}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, ok := tr.recall(req); !ok {
+			if _, ok := tr.recall(&transportRequest{req: req}); !ok {
 				b.Fatal("not remembered")
 			}
 		}

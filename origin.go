@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// origin identifies a server for what is learned about it (DESIGN §5): the
+// origin identifies a server for what is learned about it: the
 // URL's scheme, host (lower-cased) and port (default filled in). A Host
 // header other than the URL's names another virtual server behind the same
 // address, so it is part of the key. Built from the request's own strings,

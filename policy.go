@@ -24,50 +24,28 @@ func DefaultCheckUpgrade(req *http.Request, resp *http.Response, usable []Protoc
 	return usable, nil
 }
 
-// targetKind is the mechanism a replay goes through.
-type targetKind uint8
+// The functions below are the policy: pure functions of what they are
+// given, with no I/O, so that policy_test.go can run every case without a
+// server. The caller's CheckUpgrade only sees what passes them.
 
-const (
-	targetHTTP2     targetKind = iota + 1 // HTTP/2 over TLS, ALPN h2
-	targetH2C                             // HTTP/2 in clear, prior knowledge
-	targetTLS                             // the caller's protocols over a stricter TLS
-	targetHTTP3                           // HTTP/3 over QUIC, same host and port, UDP
-	targetInbandTLS                       // HTTP/1.1 in TLS begun in-band on an http:// connection (RFC 2817)
-)
-
-// target identifies one inner transport: a kind and, for targetTLS and
-// targetInbandTLS, the least TLS version its connections accept.
-type target struct {
-	kind   targetKind
-	minTLS uint16
-	// inband is, for targetInbandTLS, the Upgrade value its connections ask
-	// for: the TLS tokens the 426 offered (inbandTokens), so it takes few
-	// distinct values.
-	inband string
+// situation is what the policy needs to know about a 426 and the request it
+// answers.
+type situation struct {
+	secure     bool   // the origin is https://
+	respMajor  int    // the HTTP major version the 426 came over
+	respTLS    uint16 // the TLS version it came over; 0 in clear
+	proxied    bool   // a proxy would carry the request
+	needsHTTP1 bool   // the request is a CONNECT or has an upgrade of its own
+	floor      uint16 // the least TLS version any upgraded connection uses
 }
 
-// candidate is an offer the transport will try and where it goes.
-type candidate struct {
-	offer  Protocol
-	target target
-}
-
-// tlsVersions maps the versions a "TLS/x.y" token may carry.
-var tlsVersions = map[string]uint16{
-	"1.0": tls.VersionTLS10,
-	"1.1": tls.VersionTLS11,
-	"1.2": tls.VersionTLS12,
-	"1.3": tls.VersionTLS13,
-}
-
-// choose maps each offer to a target or to the reason it is left out
-// (DESIGN §2 and §4). These rules are not the caller's to override:
-// CheckUpgrade only sees what passes them.
-func (t *Transport) choose(req *http.Request, resp *http.Response, offered []Protocol) ([]candidate, []Skipped) {
+// usableOffers maps each offer to the target it would go to, in the
+// server's order, or to the reason it is left out.
+func usableOffers(s situation, offered []Protocol) ([]candidate, []Skipped) {
 	var usable []candidate
 	var skipped []Skipped
 	for _, offer := range offered {
-		tgt, reason := t.targetFor(req, resp, offer)
+		tgt, reason := targetFor(s, offer, offered)
 		if reason == nil {
 			for _, earlier := range usable {
 				if earlier.target == tgt {
@@ -85,50 +63,50 @@ func (t *Transport) choose(req *http.Request, resp *http.Response, offered []Pro
 	return usable, skipped
 }
 
-// targetFor maps an offer to its target (DESIGN §2), then refuses targets
-// that cannot go through the proxy that would carry req (DESIGN §4).
-func (t *Transport) targetFor(req *http.Request, resp *http.Response, offer Protocol) (target, error) {
-	tgt, err := t.mapOffer(req, resp, offer)
-	if err == nil && needsDirectRoute(tgt) && t.proxied(req) {
-		return target{}, ErrProxied
+// targetFor maps one offer to its target, or says why it may not be taken.
+// offered is the whole list, which an in-band TLS switch names back to the
+// server.
+//
+//	offer                    https:// origin            http:// origin
+//	HTTP/2, HTTP/2.0, h2     HTTP/2 over TLS (ALPN h2)  h2c, prior knowledge
+//	h2c                      refused: would drop TLS    h2c, prior knowledge
+//	HTTP/3, HTTP/3.0, h3     HTTP/3 over QUIC           refused: needs TLS
+//	TLS, TLS/1.0 … TLS/1.3   a stricter TLS             in-band TLS (RFC 2817)
+//	anything else            not an upgrade we make
+func targetFor(s situation, offer Protocol, offered []Protocol) (target, error) {
+	tgt, err := mapOffer(s, offer, offered)
+	if err != nil {
+		return target{}, err
 	}
-	return tgt, err
+	if err := refuseRoute(tgt, s.needsHTTP1, s.proxied); err != nil {
+		return target{}, err
+	}
+	return tgt, nil
 }
 
-// needsDirectRoute reports whether tgt cannot go through an HTTP proxy:
-// the proxy, not the origin, would get the h2c preface or the in-band
-// switch, and QUIC does not go through one at all.
-func needsDirectRoute(tgt target) bool {
-	return tgt.kind == targetH2C || tgt.kind == targetHTTP3 || tgt.kind == targetInbandTLS
-}
-
-func (t *Transport) mapOffer(req *http.Request, resp *http.Response, offer Protocol) (target, error) {
-	secure := req.URL.Scheme == "https"
-	if needsHTTP1(req) && (isHTTP2(offer) || offer.Is("h2c", "") || isHTTP3(offer)) {
-		return target{}, errOwnUpgrade
-	}
+func mapOffer(s situation, offer Protocol, offered []Protocol) (target, error) {
 	switch {
 	case isHTTP2(offer):
-		if resp.ProtoMajor == 2 {
+		if s.respMajor == 2 {
 			return target{}, ErrNoChange
 		}
-		if secure {
+		if s.secure {
 			return target{kind: targetHTTP2}, nil
 		}
 		return target{kind: targetH2C}, nil
 	case offer.Is("h2c", ""):
-		if secure {
+		if s.secure {
 			return target{}, ErrDowngrade
 		}
-		if resp.ProtoMajor == 2 {
+		if s.respMajor == 2 {
 			return target{}, ErrNoChange
 		}
 		return target{kind: targetH2C}, nil
 	case isHTTP3(offer):
 		switch {
-		case !secure:
+		case !s.secure:
 			return target{}, ErrNeedsTLS
-		case resp.ProtoMajor == 3:
+		case s.respMajor == 3:
 			return target{}, ErrNoChange
 		}
 		return target{kind: targetHTTP3}, nil
@@ -136,7 +114,7 @@ func (t *Transport) mapOffer(req *http.Request, resp *http.Response, offer Proto
 		// The offer names the least version the server takes; the new
 		// connection also keeps to our floor, but only the offer decides
 		// whether the 426's connection already met the demand.
-		asked, least := uint16(tls.VersionTLS10), t.floor()
+		asked, least := uint16(tls.VersionTLS10), s.floor
 		if offer.Version != "" {
 			v, ok := tlsVersions[offer.Version]
 			if !ok {
@@ -144,16 +122,27 @@ func (t *Transport) mapOffer(req *http.Request, resp *http.Response, offer Proto
 			}
 			asked, least = v, max(least, v)
 		}
-		if resp.TLS != nil && resp.TLS.Version >= asked {
+		if s.respTLS >= asked {
 			return target{}, ErrNoChange
 		}
-		if !secure {
-			// RFC 2817 in-band TLS on the same port (DESIGN §2).
-			return target{kind: targetInbandTLS, minTLS: least, inband: inbandTokens(resp.Header, offer)}, nil
+		if !s.secure {
+			return target{kind: targetInbandTLS, minTLS: least, inband: inbandTokens(offered, offer)}, nil
 		}
 		return target{kind: targetTLS, minTLS: least}, nil
 	}
 	return target{}, ErrUnsupportedOffer
+}
+
+// refuseRoute says why tgt may not carry a request, or nil when it may.
+// The same rule holds for a fresh 426 and for a remembered route.
+func refuseRoute(tgt target, needsHTTP1, proxied bool) error {
+	switch {
+	case needsHTTP1 && tgt.multiplexed():
+		return errOwnUpgrade
+	case proxied && tgt.directRoute():
+		return ErrProxied
+	}
+	return nil
 }
 
 // errOwnUpgrade: the request asks for an upgrade of its own (a WebSocket
@@ -175,37 +164,27 @@ func isHTTP3(p Protocol) bool {
 	return p.Is("HTTP", "3") || p.Is("HTTP", "3.0") || p.Is("h3", "")
 }
 
-func (t *Transport) checkUpgrade() CheckUpgradeFunc {
-	if t.CheckUpgrade != nil {
-		return t.CheckUpgrade
-	}
-	return DefaultCheckUpgrade
+// tlsVersions maps the versions a "TLS/x.y" token may carry.
+var tlsVersions = map[string]uint16{
+	"1.0": tls.VersionTLS10,
+	"1.1": tls.VersionTLS11,
+	"1.2": tls.VersionTLS12,
+	"1.3": tls.VersionTLS13,
 }
 
-// applyCheck runs the caller's hook and keeps only what it returns that is
-// usable, in the hook's order.
-func (t *Transport) applyCheck(req *http.Request, resp *http.Response, usable []candidate) ([]candidate, error) {
-	if t.CheckUpgrade == nil {
-		return usable, nil // DefaultCheckUpgrade keeps them all, in order
-	}
-	offers := make([]Protocol, len(usable))
-	for i, c := range usable {
-		offers[i] = c.offer
-	}
-	picked, err := t.checkUpgrade()(req, resp, offers)
-	if err != nil {
-		return nil, err
-	}
-	var ordered []candidate
-	for _, p := range picked {
+// picked keeps the usable candidates CheckUpgrade returned, in its order,
+// each once; a protocol it returns that is not usable is ignored.
+func picked(usable []candidate, order []Protocol) []candidate {
+	var kept []candidate
+	for _, p := range order {
 		for _, c := range usable {
-			if c.offer == p && !containsOffer(ordered, p) {
-				ordered = append(ordered, c)
+			if c.offer == p && !containsOffer(kept, p) {
+				kept = append(kept, c)
 				break
 			}
 		}
 	}
-	return ordered, nil
+	return kept
 }
 
 func containsOffer(cs []candidate, p Protocol) bool {
@@ -215,4 +194,28 @@ func containsOffer(cs []candidate, p Protocol) bool {
 		}
 	}
 	return false
+}
+
+// onlyEncrypted keeps the candidates that run over TLS: after a TLS
+// failure, which may be an attacker's, never fall back to cleartext.
+func onlyEncrypted(cs []candidate) []candidate {
+	kept := cs[:0]
+	for _, c := range cs {
+		if c.target.encrypted() {
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// offersOf returns the offers of cs, in order.
+func offersOf(cs []candidate) []Protocol {
+	if len(cs) == 0 {
+		return nil
+	}
+	offers := make([]Protocol, len(cs))
+	for i, c := range cs {
+		offers[i] = c.offer
+	}
+	return offers
 }

@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -106,23 +107,41 @@ func hasBody(req *http.Request) bool {
 	return req.Body != nil && req.Body != http.NoBody
 }
 
-// holdBody returns the request to send first. A body that cannot be made
-// again (no GetBody) is wrapped so that RoundTrip can tell afterwards whether
-// it is still unread; other requests go out as they are, at no cost.
-func holdBody(req *http.Request) (*http.Request, *oneShotBody) {
-	if !hasBody(req) || req.GetBody != nil {
-		return req, nil
-	}
-	held := newOneShotBody(req.Body)
-	first := req.WithContext(req.Context()) // shallow copy: never modify the caller's request
-	first.Body = held
-	return first, held
+// replayBody hands out the body for each attempt at one request: the
+// first, through Base or a remembered route, and each replay. A body may be
+// sent again when there is none, when GetBody makes it anew, or when no
+// byte of it was read (a 426 answered Expect: 100-continue).
+type replayBody struct {
+	req     *http.Request // the caller's
+	current *oneShotBody  // the one-shot body as last handed out, if any
 }
 
-// replayBody hands out the body for each replay attempt (DESIGN §3).
-type replayBody struct {
-	req     *http.Request
-	current *oneShotBody // the one-shot body as last handed out, if any
+// first returns the request to send first. A body that cannot be made
+// again (no GetBody) is wrapped so that it can be told afterwards whether
+// it is still unread; other requests go out as they are, at no cost.
+func (s *replayBody) first() *http.Request {
+	if !hasBody(s.req) || s.req.GetBody != nil {
+		return s.req
+	}
+	s.current = newOneShotBody(s.req.Body)
+	first := s.req.WithContext(s.req.Context()) // shallow copy: never modify the caller's request
+	first.Body = s.current
+	return first
+}
+
+// again returns the request ready to be sent once more, after an attempt
+// that never had a connection; false when its body is gone.
+func (s *replayBody) again() (*http.Request, bool) {
+	body, err := s.next()
+	if err != nil {
+		return nil, false
+	}
+	if body == s.req.Body {
+		return s.req, true
+	}
+	again := s.req.WithContext(s.req.Context())
+	again.Body = body
+	return again, true
 }
 
 // next returns a body for the next attempt, or why there is none.
@@ -150,8 +169,26 @@ func (s *replayBody) next() (io.ReadCloser, error) {
 	return s.current, nil
 }
 
-// done ends the replay: whoever holds the one-shot body last closes it.
+// done ends the request: whoever holds the one-shot body last closes it.
 func (s *replayBody) done() { s.current.release() }
+
+// replayedKey marks the context of a replayed request, so that no
+// Transport, nested inside this one or around it, upgrades it again: one
+// replay per request.
+type replayedKey struct{}
+
+func markReplayed(ctx context.Context) context.Context {
+	return context.WithValue(ctx, replayedKey{}, true)
+}
+
+// alreadyReplayed reports whether req, or the request that produced resp
+// (a Transport nested in Base), was a replay.
+func alreadyReplayed(req *http.Request, resp *http.Response) bool {
+	if req.Context().Value(replayedKey{}) != nil {
+		return true
+	}
+	return resp.Request != nil && resp.Request.Context().Value(replayedKey{}) != nil
+}
 
 // drain426 reads a bounded prefix of the 426 body, closes it, and leaves the
 // prefix in its place so an *UpgradeError can still show it.

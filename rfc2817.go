@@ -1,6 +1,6 @@
 package upgrade
 
-// RFC 2817 in-band TLS (DESIGN §2). An http:// origin that answers 426 with
+// RFC 2817 in-band TLS. An http:// origin that answers 426 with
 // "Upgrade: TLS/1.2,TLS/1.1,TLS/1.0" (CUPS, IPP printers) wants the same
 // port switched to TLS: the client sends "OPTIONS *" asking for TLS, the
 // server answers 101 Switching Protocols, the TLS handshake runs on that
@@ -31,12 +31,10 @@ import (
 )
 
 // Why an in-band upgrade failed; wrapped in the attempt's error.
+// ErrInbandDesync, the one a caller may want to alert on, is in errors.go.
 var (
 	// errInbandRefused: the server did not switch the connection to TLS.
 	errInbandRefused = errors.New("upgrade: server did not switch to TLS in-band")
-	// errInbandDesync: bytes arrived where none may, which could make the
-	// two ends disagree on where TLS begins or a response ends.
-	errInbandDesync = errors.New("upgrade: in-band TLS: unexpected bytes would desynchronise the connection")
 	// errInbandOptions: the response to the OPTIONS inside TLS was missing
 	// or not a success.
 	errInbandOptions = errors.New("upgrade: in-band TLS: no success answer to the OPTIONS inside TLS")
@@ -50,13 +48,12 @@ const (
 )
 
 // inbandTokens returns the Upgrade value for the OPTIONS request: the TLS
-// tokens among h's Upgrade lines, in the server's order, each once, in
-// canonical case; just offer when h has none (an imported memory entry).
+// tokens among the offered ones, in the server's order, each once, in
+// canonical case; just offer when nothing else was offered.
 // Old Apache switched only if "TLS/1.0" was named, so the server's own list
 // goes back to it. Only known versions are named, so the result takes few
 // values.
-func inbandTokens(h http.Header, offer Protocol) string {
-	offered, _ := ParseUpgrade(h) // already parsed without error for the 426
+func inbandTokens(offered []Protocol, offer Protocol) string {
 	if len(offered) == 0 {
 		offered = []Protocol{offer}
 	}
@@ -108,12 +105,12 @@ type inbandRequest struct {
 }
 
 // newInband builds the transport for tgt from the template: its dialer and
-// limits, the TLS settings of tlsConfig, HTTP/1.1 only, no proxy (targetFor
-// refuses in-band TLS when a proxy applies).
+// limits, the TLS settings of tlsConfig, HTTP/1.1 only, no proxy (the
+// policy refuses in-band TLS when a proxy applies).
 func (t *Transport) newInband(tgt target) *inbandTransport {
 	tr := t.template().Clone()
 	cfg := t.tlsConfig(tr.TLSClientConfig, tgt.minTLS)
-	cfg.NextProtos = []string{"http/1.1"} // issue 4: ALPN offers http/1.1 only
+	cfg.NextProtos = []string{"http/1.1"} // the switched connection goes on in HTTP/1.1 (RFC 2817 §3)
 	timeout := tr.TLSHandshakeTimeout
 	if timeout <= 0 {
 		timeout = inbandTimeout
@@ -154,9 +151,9 @@ func (it *inbandTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	resp.Request = req
 	if resp.StatusCode == http.StatusSwitchingProtocols && !asksUpgrade(req.Header) {
-		// Its body would be the raw connection: never data (issue 4).
+		// Its body would be the raw connection: never take it as data.
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: 101 Switching Protocols to a request that did not ask for it", errInbandDesync)
+		return nil, fmt.Errorf("%w: 101 Switching Protocols to a request that did not ask for it", ErrInbandDesync)
 	}
 	return resp, nil
 }
@@ -291,11 +288,11 @@ func readSwitch(conn net.Conn, trace *Trace) error {
 		return fmt.Errorf("%w: OPTIONS answered %d %s in clear", errInbandRefused, status, http.StatusText(status))
 	}
 	if te := header["Transfer-Encoding"]; len(te) > 0 {
-		return fmt.Errorf("%w: 101 with Transfer-Encoding %q", errInbandDesync, te)
+		return fmt.Errorf("%w: 101 with Transfer-Encoding %q", ErrInbandDesync, te)
 	}
 	for _, cl := range header["Content-Length"] {
 		if strings.TrimSpace(cl) != "0" {
-			return fmt.Errorf("%w: 101 with a body (Content-Length %q)", errInbandDesync, cl)
+			return fmt.Errorf("%w: 101 with a body (Content-Length %q)", ErrInbandDesync, cl)
 		}
 	}
 	// Connection may say Upgrade or Keep-Alive (CUPS); the status and the
@@ -307,7 +304,7 @@ func readSwitch(conn net.Conn, trace *Trace) error {
 		return fmt.Errorf("%w: 101 whose Upgrade %q does not name TLS", errInbandRefused, header["Upgrade"])
 	}
 	if n := br.Buffered(); n > 0 {
-		return fmt.Errorf("%w: %d bytes in clear after the 101, before the TLS handshake", errInbandDesync, n)
+		return fmt.Errorf("%w: %d bytes in clear after the 101, before the TLS handshake", ErrInbandDesync, n)
 	}
 	return nil
 }
@@ -351,7 +348,7 @@ func readOptionsAnswer(conn *tls.Conn, trace *Trace) error {
 			return fmt.Errorf("%w: %w", errInbandOptions, err)
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
-			return fmt.Errorf("%w: a second 101, inside TLS", errInbandDesync)
+			return fmt.Errorf("%w: a second 101, inside TLS", ErrInbandDesync)
 		}
 		if resp.StatusCode >= 200 || interim == inbandMaxInterim {
 			break
@@ -373,7 +370,7 @@ func readOptionsAnswer(conn *tls.Conn, trace *Trace) error {
 		return fmt.Errorf("%w: reading its body: %w", errInbandOptions, err)
 	}
 	if n := br.Buffered(); n > 0 {
-		return fmt.Errorf("%w: %d bytes after the response to the OPTIONS", errInbandDesync, n)
+		return fmt.Errorf("%w: %d bytes after the response to the OPTIONS", ErrInbandDesync, n)
 	}
 	return checkNothingPending(conn)
 }
@@ -389,7 +386,7 @@ func checkNothingPending(conn *tls.Conn) error {
 	var netErr net.Error
 	switch {
 	case n > 0:
-		return fmt.Errorf("%w: bytes after the response to the OPTIONS", errInbandDesync)
+		return fmt.Errorf("%w: bytes after the response to the OPTIONS", ErrInbandDesync)
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return nil // nothing there, as it should be
 	default:

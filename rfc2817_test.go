@@ -212,10 +212,10 @@ func TestInbandFailsClosed(t *testing.T) {
 		{"OPTIONS answered 200 (Apache 2.4.64)", testserver.InbandAnswer200, errInbandRefused},
 		{"closed instead of answering", testserver.InbandClose, errInbandRefused},
 		{"bytes in clear after the 101", testserver.InbandBytesAfter101, nil},
-		{"101 with a body", testserver.Inband101WithBody, errInbandDesync},
+		{"101 with a body", testserver.Inband101WithBody, ErrInbandDesync},
 		{"not TLS after the 101", testserver.InbandNotTLS, nil},
 		{"closed after the 101", testserver.InbandCloseAfter101, nil},
-		{"second response after the OPTIONS answer", testserver.InbandExtraResponse, errInbandDesync},
+		{"second response after the OPTIONS answer", testserver.InbandExtraResponse, ErrInbandDesync},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -337,8 +337,8 @@ func TestInbandUnasked101(t *testing.T) {
 			resp.Body.Close()
 			t.Fatalf("got %d, want an error", resp.StatusCode)
 		}
-		if !errors.Is(err, errInbandDesync) {
-			t.Errorf("error %v, want %v", err, errInbandDesync)
+		if !errors.Is(err, ErrInbandDesync) {
+			t.Errorf("error %v, want %v", err, ErrInbandDesync)
 		}
 		checkNothingServedInClear(t, s.Requests())
 	})
@@ -432,7 +432,11 @@ func TestInbandTokens(t *testing.T) {
 		{nil, Protocol{"TLS", "1.3"}, "TLS/1.3"},
 	}
 	for _, tt := range tests {
-		if got := inbandTokens(http.Header{"Upgrade": tt.lines}, tt.offer); got != tt.want {
+		offered, err := ParseUpgrade(http.Header{"Upgrade": tt.lines})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := inbandTokens(offered, tt.offer); got != tt.want {
 			t.Errorf("inbandTokens(%q) = %q, want %q", tt.lines, got, tt.want)
 		}
 	}

@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/h426/upgrade/internal/testserver"
 )
@@ -58,23 +56,6 @@ func TestRememberedInbandFailureStaysEncrypted(t *testing.T) {
 		if r.Method == "POST" {
 			t.Errorf("the POST reached the server (TLS %x) after the in-band switch failed", r.TLSVersion)
 		}
-	}
-}
-
-// Requests in flight together that meet one outage mark the protocol broken
-// for the first period, not for the doubled-many-times one.
-func TestBrokenMarkCountsOneOutageOnce(t *testing.T) {
-	tr := &Transport{}
-	clock := time.Now()
-	tr.now = func() time.Time { return clock }
-	h3 := target{kind: targetHTTP3}
-	for range 20 {
-		tr.noteOutcome(context.Background(), originA, h3, &connectError{errors.New("timeout")})
-	}
-	b := tr.brokenMarks()
-	mark, ok := b.marks.Peek(brokenKeyOf(originA, h3))
-	if !ok || mark.failures != 1 || !mark.until.Equal(clock.Add(brokenPeriod)) {
-		t.Errorf("mark %+v after 20 failures at once, want 1 failure for %v", mark, brokenPeriod)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net/http"
+	"reflect"
 )
 
 // Trace holds hooks called while a [Transport] handles a 426, in the style
@@ -90,37 +91,58 @@ type ReplayDoneInfo struct {
 
 type traceKey struct{}
 
-// WithTrace returns a context whose requests report to trace.
+// WithTrace returns a context whose requests report to trace. A trace
+// already in ctx goes on being called: each hook set in both runs trace's
+// first, as httptrace.WithClientTrace does. A nil trace returns ctx.
 func WithTrace(ctx context.Context, trace *Trace) context.Context {
+	if trace == nil {
+		return ctx
+	}
+	if old := ContextTrace(ctx); old != nil {
+		trace = trace.compose(old)
+	}
 	return context.WithValue(ctx, traceKey{}, trace)
+}
+
+// ContextTrace returns the Trace of ctx, or nil.
+func ContextTrace(ctx context.Context) *Trace {
+	trace, _ := ctx.Value(traceKey{}).(*Trace)
+	return trace
 }
 
 // noTrace stands for a request without a trace; it is never written to.
 var noTrace = &Trace{}
 
 // traceFrom returns the request's trace, or an empty one so callers need not
-// check for nil.
+// check for nil. Hooks are called as "if trace.Hook != nil { trace.Hook(…) }",
+// so that a request without a hook builds no argument for it.
 func traceFrom(ctx context.Context) *Trace {
-	if t, ok := ctx.Value(traceKey{}).(*Trace); ok && t != nil {
-		return t
+	if trace := ContextTrace(ctx); trace != nil {
+		return trace
 	}
 	return noTrace
 }
 
-func (t *Trace) got426(info Got426Info) {
-	if t.Got426 != nil {
-		t.Got426(info)
+// compose returns a copy of t whose hooks also call old's, after t's.
+func (t *Trace) compose(old *Trace) *Trace {
+	composed := *t
+	mine := reflect.ValueOf(&composed).Elem()
+	theirs := reflect.ValueOf(old).Elem()
+	for i := range mine.NumField() {
+		hook, oldHook := mine.Field(i), theirs.Field(i)
+		if oldHook.IsNil() {
+			continue
+		}
+		if hook.IsNil() {
+			hook.Set(oldHook)
+			continue
+		}
+		first := hook.Interface()
+		both := reflect.MakeFunc(hook.Type(), func(args []reflect.Value) []reflect.Value {
+			reflect.ValueOf(first).Call(args)
+			return oldHook.Call(args)
+		})
+		hook.Set(both)
 	}
-}
-
-func (t *Trace) replayStart(p Protocol) {
-	if t.ReplayStart != nil {
-		t.ReplayStart(p)
-	}
-}
-
-func (t *Trace) replayDone(info ReplayDoneInfo) {
-	if t.ReplayDone != nil {
-		t.ReplayDone(info)
-	}
+	return &composed
 }

@@ -3,10 +3,10 @@
 //
 // A server answers 426 when it will not serve a request over the protocol it
 // came on, and names in its Upgrade header what it would take instead
-// (RFC 9110 §15.5.22, §7.8): HTTP/2, h2c, or a newer TLS. [Transport] wraps
-// another RoundTripper and passes everything through untouched until such a
-// response arrives; then it picks the first offered protocol it can speak
-// and may use, and sends the request once more over it.
+// (RFC 9110 §15.5.22, §7.8): HTTP/2, h2c, HTTP/3, or a newer TLS. [Transport]
+// wraps another RoundTripper and passes everything through untouched until
+// such a response arrives; then it picks the first offered protocol it can
+// speak and may use, and sends the request once more over it.
 //
 // This goes beyond the plain http.RoundTripper contract, which says a
 // RoundTripper does not interpret responses or resend requests. Use it where
@@ -73,18 +73,15 @@ type Transport struct {
 	// off, so every request meets its 426 anew.
 	MemorySize int
 
-	closed atomic.Bool // set once by Close; read without the lock on every request
+	closed atomic.Bool // set once by Close; read on every request
 
-	mu    sync.Mutex                   // guards inner, and closed's transition
-	inner map[target]http.RoundTripper // one per target, built on first use
+	inner  innerSet    // one transport per target (inner.go)
+	broken brokenMarks // offers that failed lately, per origin (broken.go)
 
 	memoryOnce sync.Once
 	mem        atomic.Pointer[memory] // nil until something is learned or imported (memory.go)
-	innerBuilt atomic.Int32           // inner transports built, for tests
 
-	brokenOnce sync.Once
-	broken     *brokenMarks     // offers that failed per origin (fallback.go)
-	now        func() time.Time // clock for broken marks; nil means time.Now (tests set it)
+	now func() time.Time // the clock; nil means time.Now (tests set it)
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -110,14 +107,34 @@ func (t *Transport) floor() uint16 {
 	return tls.VersionTLS12
 }
 
+func (t *Transport) clock() time.Time {
+	if t.now != nil {
+		return t.now()
+	}
+	return time.Now()
+}
+
+// transportRequest is one call of RoundTrip, carried through every step
+// below.
+type transportRequest struct {
+	req    *http.Request // the caller's; never modified
+	trace  *Trace
+	bodies replayBody // hands out the body for each attempt
+	origin origin     // set by the first step that needs it
+
+	// Set once a 426 is being handled.
+	resp426 *http.Response
+	offered []Protocol // its Upgrade header, parsed once
+}
+
 // RoundTrip sends req through Base, or straight over the protocol its
 // origin demanded before (see MemoryTTL). A response other than 426 is
-// returned as it is. On a 426 whose Upgrade header offers something usable, the 426
-// is drained and closed and a clone of req is sent once over the offered
-// protocol; the response to that is returned, whatever its status. When
-// nothing usable is offered, or the body cannot be sent again, the 426 is
-// returned untouched. When every usable offer fails before a response, the
-// error is an *UpgradeError.
+// returned as it is. On a 426 whose Upgrade header offers something usable,
+// the 426 is drained and closed and a clone of req is sent once over the
+// offered protocol; the response to that is returned, whatever its status.
+// When nothing usable is offered, or the body cannot be sent again, the 426
+// is returned untouched. When every usable offer fails before a response,
+// the error is an *UpgradeError.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.closed.Load() {
 		if req.Body != nil {
@@ -125,83 +142,239 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, ErrClosed
 	}
-	if o, via, ok := t.recall(req); ok {
-		return t.viaMemory(req, o, via)
-	}
-	return t.viaBase(req)
-}
-
-// viaBase sends req through Base and handles a 426.
-func (t *Transport) viaBase(req *http.Request) (*http.Response, error) {
-	first, held := holdBody(req)
-	resp, err := t.base().RoundTrip(first)
+	r := &transportRequest{req: req, trace: traceFrom(req.Context()), bodies: replayBody{req: req}}
+	resp, err := t.send(r)
 	if err != nil || resp.StatusCode != http.StatusUpgradeRequired {
-		held.release()
+		r.bodies.done()
 		return resp, err
 	}
-	return t.upgrade(req, held, resp)
+	return t.upgrade(r, resp)
 }
 
-// upgrade handles a 426: decide, then drain and replay (DESIGN §1).
-func (t *Transport) upgrade(req *http.Request, held *oneShotBody, resp *http.Response) (*http.Response, error) {
-	trace := traceFrom(req.Context())
-	offered, parseErr := ParseUpgrade(resp.Header)
-	trace.got426(Got426Info{Offered: offered, Err: parseErr, Proto: resp.Proto, TLS: tlsVersion(resp)})
+// send sends the request over the protocol remembered for its origin, or
+// through Base. A remembered protocol that fails before a connection is
+// forgotten and the request goes through Base, if its body allows.
+func (t *Transport) send(r *transportRequest) (*http.Response, error) {
+	via, ok := t.recall(r)
+	if !ok {
+		return t.base().RoundTrip(r.bodies.first())
+	}
+	if r.trace.Remembered != nil {
+		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
+	}
+	out := r.bodies.first()
+	if via.target.multiplexed() && hasHopByHop(out.Header) {
+		out = out.Clone(out.Context())
+		removeHopByHop(out.Header)
+	}
+	resp, err := t.sendOver(out, via.target)
+	t.noteOutcome(r, via.target, err)
+	switch {
+	case err == nil && resp.StatusCode == http.StatusUpgradeRequired:
+		// The server wants more than what it once asked for.
+		t.forget(r, via, nil)
+		return resp, nil
+	case err == nil:
+		return resp, nil
+	case !beforeConnection(err) || r.req.Context().Err() != nil:
+		return nil, err
+	}
+	t.forget(r, via, err)
+	if via.target.kind == targetInbandTLS {
+		// Base would send it in clear, where the server demanded TLS and
+		// the switch failed, perhaps at an attacker's hands.
+		return nil, err
+	}
+	again, ok := r.bodies.again()
+	if !ok {
+		return nil, err
+	}
+	return t.base().RoundTrip(again)
+}
 
-	bodies := &replayBody{req: req, current: held}
-	origin := originOf(req)
-	candidates, skipped, first, reason := t.decide(req, origin, resp, offered, parseErr, bodies)
-	if trace.Decided != nil {
-		trace.Decided(DecisionInfo{Candidates: offersOf(candidates), Skipped: skipped, Reason: reason})
+// recall returns the protocol remembered for the request's origin when the
+// request may go over it. A request with nothing remembered pays one
+// atomic load.
+func (t *Transport) recall(r *transportRequest) (candidate, bool) {
+	m := t.mem.Load()
+	if m == nil || m.empty() {
+		return candidate{}, false
+	}
+	r.origin = originOf(r.req)
+	via, ok := m.lookup(r.origin, t.clock())
+	if !ok {
+		return candidate{}, false
+	}
+	proxied := via.target.directRoute() && t.proxied(r.req)
+	if refuseRoute(via.target, needsHTTP1(r.req), proxied) != nil {
+		return candidate{}, false
+	}
+	return via, true
+}
+
+// upgrade handles a 426: it decides what to try and, if anything, drains
+// the 426 and replays the request.
+func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Response, error) {
+	r.resp426 = resp
+	r.origin = originOf(r.req)
+	offered, parseErr := ParseUpgrade(resp.Header)
+	r.offered = offered
+	if r.trace.Got426 != nil {
+		r.trace.Got426(Got426Info{Offered: offered, Err: parseErr, Proto: resp.Proto, TLS: tlsVersion(resp)})
+	}
+	candidates, skipped, reason := t.decide(r, parseErr)
+	var first io.ReadCloser
+	if reason == nil {
+		first, reason = r.bodies.next()
 	}
 	if reason != nil {
-		bodies.done()
+		candidates = nil
+	}
+	if r.trace.Decided != nil {
+		r.trace.Decided(DecisionInfo{Candidates: offersOf(candidates), Skipped: skipped, Reason: reason})
+	}
+	if reason != nil {
+		r.bodies.done()
 		return resp, nil
 	}
 	drain426(resp)
-	return t.replay(req, origin, bodies, first, candidates, offered, resp, trace)
+	return t.replay(r, candidates, first)
 }
 
-// decide returns the candidates to try and the body for the first attempt,
+// decide returns the candidates to try, in order, and the offers left out;
 // or the reason the 426 goes back to the caller untouched.
-func (t *Transport) decide(req *http.Request, origin origin, resp *http.Response, offered []Protocol, parseErr error, bodies *replayBody) ([]candidate, []Skipped, io.ReadCloser, error) {
+func (t *Transport) decide(r *transportRequest, parseErr error) ([]candidate, []Skipped, error) {
 	if parseErr != nil {
-		return nil, nil, nil, parseErr
+		return nil, nil, parseErr
 	}
-	if alreadyReplayed(req, resp) {
-		return nil, nil, nil, ErrAlreadyReplayed
+	if alreadyReplayed(r.req, r.resp426) {
+		return nil, nil, ErrAlreadyReplayed
 	}
-	usable, skipped := t.choose(req, resp, offered)
-	usable, skipped = t.dropBroken(origin, usable, skipped)
-	candidates, err := t.applyCheck(req, resp, usable)
-	if err != nil {
-		return nil, skipped, nil, err
+	s := situation{
+		secure:     r.req.URL.Scheme == "https",
+		respMajor:  r.resp426.ProtoMajor,
+		respTLS:    tlsVersion(r.resp426),
+		proxied:    t.proxied(r.req),
+		needsHTTP1: needsHTTP1(r.req),
+		floor:      t.floor(),
 	}
-	if len(candidates) == 0 {
-		return nil, skipped, nil, ErrNoUsableOffer
+	usable, skipped := usableOffers(s, r.offered)
+	usable, skipped = t.dropBroken(r, usable, skipped)
+	if t.CheckUpgrade != nil {
+		// DefaultCheckUpgrade keeps them all, in order: only a caller's
+		// hook is worth the copy.
+		order, err := t.CheckUpgrade(r.req, r.resp426, offersOf(usable))
+		if err != nil {
+			return nil, skipped, err
+		}
+		usable = picked(usable, order)
 	}
-	first, err := bodies.next()
-	if err != nil {
-		return nil, skipped, nil, err
+	if len(usable) == 0 {
+		return nil, skipped, ErrNoUsableOffer
 	}
-	return candidates, skipped, first, nil
+	return usable, skipped, nil
 }
 
-func offersOf(cs []candidate) []Protocol {
-	if len(cs) == 0 {
-		return nil
+// replay sends the request once over the first candidate, with body; on a
+// failure before any connection (dial, handshake, ALPN) it goes on to the
+// next. Any response, whatever its status, ends the search: the request may
+// have been acted on.
+func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.ReadCloser) (*http.Response, error) {
+	defer r.bodies.done()
+	ctx := r.req.Context()
+	marked := markReplayed(ctx)
+	var attempts []Attempt
+	for i := 0; i < len(candidates); i++ {
+		c := candidates[i]
+		if r.trace.ReplayStart != nil {
+			r.trace.ReplayStart(c.offer)
+		}
+		out := r.req.Clone(marked)
+		out.Body = body
+		if c.target.multiplexed() {
+			removeHopByHop(out.Header)
+		}
+		resp, err := t.sendOver(out, c.target)
+		t.noteOutcome(r, c.target, err)
+		if err == nil {
+			if resp.StatusCode != http.StatusUpgradeRequired {
+				t.learn(r, c)
+			}
+			if r.trace.ReplayDone != nil {
+				r.trace.ReplayDone(ReplayDoneInfo{Protocol: c.offer, StatusCode: resp.StatusCode, Proto: resp.Proto, TLS: tlsVersion(resp)})
+			}
+			return resp, nil
+		}
+		attempts = append(attempts, Attempt{Protocol: c.offer, Err: err})
+		early := beforeConnection(err) && ctx.Err() == nil
+		if early && c.target.encrypted() {
+			candidates = append(candidates[:i+1], onlyEncrypted(candidates[i+1:])...)
+		}
+		fallback := early && i+1 < len(candidates)
+		if r.trace.ReplayDone != nil {
+			r.trace.ReplayDone(ReplayDoneInfo{Protocol: c.offer, Err: err, Fallback: fallback})
+		}
+		if !early {
+			// The request may have reached the server, or the caller gave
+			// up: report it as a transport would.
+			return nil, err
+		}
+		if !fallback {
+			break
+		}
+		if body, err = r.bodies.next(); err != nil {
+			attempts = append(attempts, Attempt{Protocol: candidates[i+1].offer, Err: err})
+			break
+		}
 	}
-	offers := make([]Protocol, len(cs))
-	for i, c := range cs {
-		offers[i] = c.offer
+	return nil, &UpgradeError{Offered: r.offered, Attempts: attempts, Response: r.resp426}
+}
+
+// sendOver sends out over the inner transport for tgt. A failure before any
+// connection carries the connectError mark (dial.go).
+func (t *Transport) sendOver(out *http.Request, tgt target) (*http.Response, error) {
+	rt, err := t.inner.get(tgt, func() http.RoundTripper { return kinds[tgt.kind].build(t, tgt) })
+	if err != nil {
+		if out.Body != nil {
+			out.Body.Close() // no transport took it, and RoundTrip must close it
+		}
+		return nil, err
 	}
-	return offers
+	resp, err := rt.RoundTrip(out)
+	if err == nil {
+		resp.Body = &releasingBody{ReadCloser: resp.Body, t: t, rt: rt}
+	}
+	return resp, err
+}
+
+// releasingBody lets a connection that was busy when Close ran go when its
+// response is done: CloseIdleConnections alone leaves it pooled (h2c keeps
+// it), and HTTP/3 shuts down only when its last response is closed.
+type releasingBody struct {
+	io.ReadCloser
+	t      *Transport
+	rt     http.RoundTripper
+	closed atomic.Bool
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	if !b.closed.CompareAndSwap(false, true) {
+		return err
+	}
+	if h, ok := b.rt.(*http3Transport); ok {
+		h.requestDone()
+	}
+	if b.t.closed.Load() {
+		closeIdle(b.rt)
+	}
+	return err
 }
 
 // CloseIdleConnections closes the idle connections of Base and of every
 // upgraded transport.
 func (t *Transport) CloseIdleConnections() {
-	for _, rt := range t.innerTransports() {
+	for _, rt := range t.inner.all() {
 		closeIdle(rt)
 	}
 	closeIdle(t.base())
@@ -211,32 +384,17 @@ func (t *Transport) CloseIdleConnections() {
 // Later calls to RoundTrip fail with ErrClosed. Requests already in flight
 // finish. Close is idempotent.
 func (t *Transport) Close() error {
-	t.mu.Lock()
 	if t.closed.Swap(true) {
-		t.mu.Unlock()
 		return nil
 	}
-	inner := t.inner
-	t.inner = nil
-	t.mu.Unlock()
-
-	var errs []error
-	for _, rt := range inner {
-		closeIdle(rt)
-		if c, ok := rt.(io.Closer); ok {
-			errs = append(errs, c.Close())
-		}
-	}
+	errs := t.inner.close()
 	closeIdle(t.base())
 	return errors.Join(errs...)
 }
 
-func (t *Transport) innerTransports() []http.RoundTripper {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	rts := make([]http.RoundTripper, 0, len(t.inner))
-	for _, rt := range t.inner {
-		rts = append(rts, rt)
+func tlsVersion(resp *http.Response) uint16 {
+	if resp.TLS == nil {
+		return 0
 	}
-	return rts
+	return resp.TLS.Version
 }
