@@ -77,3 +77,25 @@ func TestProtocolsOf(t *testing.T) {
 		}
 	}
 }
+
+// Through an https:// proxy, the upgraded transport speaks plain TLS to the
+// proxy and HTTP/2 to the origin inside the tunnel.
+func TestHTTP2ThroughAnHTTPSProxy(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	cert, err := s.CA().ServerCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startConnectProxy(t, &tls.Config{Certificates: []tls.Certificate{cert}})
+	base := legacyBase(t, s.CertPool())
+	base.Proxy = http.ProxyURL(proxy.url)
+	tr := newTransport(t, base)
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" || proxy.tunnels.Load() != 2 {
+		t.Errorf("got %d over %s through %d tunnels, want 200 over HTTP/2.0 through 2", resp.StatusCode, resp.Proto, proxy.tunnels.Load())
+	}
+}

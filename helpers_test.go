@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,6 +33,38 @@ func startServer(t testing.TB, cfg testserver.Config) *testserver.Server {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// upgradePair is a strict server and what a legacy client (legacyBase) is
+// upgraded to there.
+type upgradePair struct {
+	name      string
+	kind      targetKind // what the replay goes over
+	server    testserver.Config
+	wantProto string // the replay's resp.Proto
+	wantTLS   uint16 // the least TLS version of the replay; 0 in clear
+}
+
+// upgradePairs has one row per kind of target, from the protocol a legacy
+// client speaks to the one the server demands.
+var upgradePairs = []upgradePair{
+	{"h1 to h2", targetHTTP2, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}, "HTTP/2.0", tls.VersionTLS12},
+	{"h1 to h2c", targetH2C, testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}, "HTTP/2.0", 0},
+	{"TLS 1.2 to 1.3", targetTLS, testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}, "HTTP/1.1", tls.VersionTLS13},
+	{"h1 to h3", targetHTTP3, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}}, "HTTP/3.0", tls.VersionTLS13},
+	{"plain to in-band TLS", targetInbandTLS, testserver.Config{InbandTLS: testserver.InbandRFC2817, Require: testserver.RequireTLS, Upgrade: []string{"TLS/1.2"}}, "HTTP/1.1", tls.VersionTLS12},
+}
+
+// forEachPair runs f as a subtest over every upgrade pair, or over those
+// whose kind is in only.
+func forEachPair(t *testing.T, f func(t *testing.T, p upgradePair), only ...targetKind) {
+	t.Helper()
+	for _, p := range upgradePairs {
+		if len(only) > 0 && !slices.Contains(only, p.kind) {
+			continue
+		}
+		t.Run(p.name, func(t *testing.T) { f(t, p) })
+	}
 }
 
 // legacyBase is a client that speaks HTTP/1.1 only, with TLS 1.2 at most:
@@ -245,3 +278,7 @@ func (p *connectProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go pipe(upstream, client)
 	go pipe(client, upstream)
 }
+
+type rtFunc func(*http.Request) (*http.Response, error)
+
+func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -282,4 +283,29 @@ func TestHTTP3SetupBoundReachesQUIC(t *testing.T) {
 		}
 		h.Close()
 	}
+}
+
+// Close lets an HTTP/3 response being read finish, then releases QUIC.
+func TestCloseLetsHTTP3ResponseFinish(t *testing.T) {
+	release := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "part1\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "part2\n")
+	})
+	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"h3"}, Handler: slow})
+	tr := &Transport{Base: legacyBase(t, s.CertPool())}
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if body := readAll(t, resp); body != "part1\npart2\n" {
+		t.Errorf("in-flight %s response after Close: %q", resp.Proto, body)
+	}
+	// goleak in TestMain checks the QUIC socket went with the last response.
 }

@@ -4,30 +4,19 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/h426/upgrade/internal/testserver"
 )
-
-// upgradePairs are the protocol pairs every replay rule is run over: a
-// strict server and what the legacy client is upgraded to.
-var upgradePairs = []struct {
-	name   string
-	server testserver.Config
-}{
-	{"h1 to h2", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}},
-	{"h1 to h2c", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}},
-	{"TLS 1.2 to 1.3", testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}},
-	{"h1 to h3", testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}}},
-	{"plain to in-band TLS", testserver.Config{InbandTLS: testserver.InbandRFC2817, Require: testserver.RequireTLS, Upgrade: []string{"TLS/1.2"}}},
-}
 
 // served drops the in-band "OPTIONS *" from what a server saw.
 func served(seen []testserver.Request) []testserver.Request {
@@ -40,12 +29,10 @@ func served(seen []testserver.Request) []testserver.Request {
 	return requests
 }
 
-// DESIGN §3: which bodies may be sent again, and that the server receives
+// Which bodies may be sent again, and that the server receives
 // exactly the caller's bytes when they are, over every protocol pair.
 func TestReplayBodies(t *testing.T) {
-	for _, pair := range upgradePairs {
-		t.Run(pair.name, func(t *testing.T) { testReplayBodies(t, pair.server) })
-	}
+	forEachPair(t, func(t *testing.T, p upgradePair) { testReplayBodies(t, p.server) })
 }
 
 func testReplayBodies(t *testing.T, server testserver.Config) {
@@ -421,4 +408,178 @@ func TestOneShotBodyGuard(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Close landing between the 426 and the replay still closes the body once.
+func TestCloseDuringUpgradeClosesOneShotBody(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	legacy := legacyBase(t, s.CertPool())
+	var tr *Transport
+	tr = newTransport(t, rtFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := legacy.RoundTrip(r)
+		tr.Close() // as if another goroutine closed the transport at the worst moment
+		return resp, err
+	}))
+	body := &countingBody{r: strings.NewReader("payload")}
+	req := newRequest(t, testContext(t), "POST", s.URL, body)
+	req.Header.Set("Expect", "100-continue")
+	legacy.ExpectContinueTimeout = 5 * time.Second
+	if _, err := tr.RoundTrip(req); !errors.Is(err, ErrClosed) {
+		t.Errorf("got %v, want ErrClosed", err)
+	}
+	body.waitCloses(t)
+}
+
+// A nested Transport does not upgrade a request the inner one replayed, even
+// when the 426 offers something the inner one did not try.
+func TestNestedTransportsReplayOnce(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"HTTP/2, TLS/1.3"}})
+	rt := newTransport(t, newTransport(t, legacyBase(t, s.CertPool())))
+	resp, err := rt.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if n := s.Count(); n != 2 {
+		t.Errorf("server saw %d requests, want 2", n)
+	}
+}
+
+// caller's request is not modified when its body is one-shot.
+func TestOneShotCallerRequestUntouched(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	base := legacyBase(t, s.CertPool())
+	base.ExpectContinueTimeout = 5 * time.Second
+	tr := newTransport(t, base)
+	body := &countingBody{r: strings.NewReader("payload")}
+	req := newRequest(t, testContext(t), "POST", s.URL, body)
+	req.Header.Set("Expect", "100-continue")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if req.Body != body {
+		t.Errorf("caller's req.Body replaced by %T", req.Body)
+	}
+	body.waitCloses(t)
+}
+
+// hop-by-hop Upgrade header is removed from an HTTP/2 replay.
+func TestUpgradeHeaderDroppedFromHTTP2Replay(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	req := newRequest(t, testContext(t), "GET", s.URL, nil)
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Transfer-Encoding", "chunked")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 {
+		t.Fatalf("got %d over %s, want 200 over HTTP/2.0", resp.StatusCode, resp.Proto)
+	}
+	for _, name := range []string{"Upgrade", "Transfer-Encoding"} {
+		if v, ok := s.Requests()[1].Header[name]; ok {
+			t.Errorf("HTTP/2 replay carried %s: %q", name, v)
+		}
+	}
+}
+
+// countingRespBody counts bytes drawn from the 426 body.
+type countingRespBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c countingRespBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// drain bounds are measured, not just "eventually finishes".
+func TestDrainReadsAtMost64KiB(t *testing.T) {
+	endless := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Upgrade", "HTTP/2")
+		w.WriteHeader(426)
+		chunk := make([]byte, 4096)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Refuse: endless})
+	legacy := legacyBase(t, s.CertPool())
+	var drawn atomic.Int64
+	tr := newTransport(t, rtFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := legacy.RoundTrip(r)
+		if err == nil {
+			resp.Body = countingRespBody{resp.Body, &drawn}
+		}
+		return resp, err
+	}))
+	tr.TLSClientConfig = &tls.Config{RootCAs: s.CertPool()}
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if n := drawn.Load(); n > drainLimit {
+		t.Errorf("drained %d bytes, want at most %d", n, drainLimit)
+	}
+}
+
+func TestReviewTrickleDrainTime(t *testing.T) {
+	trickle := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Upgrade", "HTTP/2")
+		w.WriteHeader(426)
+		for r.Context().Err() == nil {
+			if _, err := w.Write([]byte("x")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Refuse: trickle})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	start := time.Now()
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("replay delayed %v by a trickling 426", d)
+	}
+}
+
+// The same with GetBody: the fresh body is closed once too.
+func TestCloseDuringUpgradeClosesGetBodyBody(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	legacy := legacyBase(t, s.CertPool())
+	var tr *Transport
+	tr = newTransport(t, rtFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := legacy.RoundTrip(r)
+		tr.Close()
+		return resp, err
+	}))
+	req := newRequest(t, testContext(t), "POST", s.URL, strings.NewReader("x"))
+	var fresh []*countingBody
+	req.GetBody = func() (io.ReadCloser, error) {
+		b := &countingBody{r: strings.NewReader("x")}
+		fresh = append(fresh, b)
+		return b, nil
+	}
+	if _, err := tr.RoundTrip(req); !errors.Is(err, ErrClosed) {
+		t.Errorf("got %v, want ErrClosed", err)
+	}
+	for i, b := range fresh {
+		if n := b.closes.Load(); n != 1 {
+			t.Errorf("GetBody body %d closed %d times", i, n)
+		}
+	}
 }

@@ -337,43 +337,140 @@ func TestCloseReleasesAndRefuses(t *testing.T) {
 
 // A response still being read when Close is called finishes, and its
 // connection is closed once its body is: none is left open, on any target.
+// QUIC does not dial through Base's DialContext, so HTTP/3 has a test of
+// its own (TestCloseLetsHTTP3ResponseFinish).
 func TestCloseWithResponseInFlight(t *testing.T) {
-	targets := []struct {
-		name   string
-		server testserver.Config
-	}{
-		{"HTTP/2", testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}}},
-		{"h2c", testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}}},
-		{"TLS/1.3", testserver.Config{TLS: true, HTTP1Only: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}}},
-		{"in-band", testserver.Config{InbandTLS: testserver.InbandRFC2817, Require: testserver.RequireTLS, Upgrade: []string{"TLS/1.2"}}},
-	}
-	for _, target := range targets {
-		t.Run(target.name, func(t *testing.T) {
-			release := make(chan struct{})
-			cfg := target.server
-			cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				io.WriteString(w, "o")
-				w.(http.Flusher).Flush()
-				<-release
-				io.WriteString(w, "k\n")
-			})
-			s := startServer(t, cfg)
-			var conns connCounter
-			base := legacyBase(t, s.CertPool())
-			base.DialContext = conns.DialContext
-			tr := &Transport{Base: base}
-			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.Close(); err != nil {
-				t.Fatal(err)
-			}
-			close(release)
-			if body := readAll(t, resp); body != "ok\n" {
-				t.Errorf("got %q over %s", body, resp.Proto)
-			}
-			conns.waitAllClosed(t)
+	forEachPair(t, func(t *testing.T, p upgradePair) {
+		release := make(chan struct{})
+		cfg := p.server
+		cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "o")
+			w.(http.Flusher).Flush()
+			<-release
+			io.WriteString(w, "k\n")
 		})
+		s := startServer(t, cfg)
+		var conns connCounter
+		base := legacyBase(t, s.CertPool())
+		base.DialContext = conns.DialContext
+		tr := &Transport{Base: base}
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		if body := readAll(t, resp); body != "ok\n" {
+			t.Errorf("got %q over %s", body, resp.Proto)
+		}
+		conns.waitAllClosed(t)
+	}, targetHTTP2, targetH2C, targetTLS, targetInbandTLS)
+}
+
+// No fallback once the replay had a connection: the request may have been
+// acted on.
+func TestNoFallbackAfterConnection(t *testing.T) {
+	abort := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) })
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2, TLS/1.3"}, Handler: abort})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	_, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	var ue *UpgradeError
+	if errors.As(err, &ue) {
+		t.Errorf("got *UpgradeError after a connection: %v", err)
+	}
+	if n := s.Count(); n != 2 {
+		t.Errorf("server saw %d requests, want 2", n)
+	}
+}
+
+// HTTP/2 offered on a 426 that already came over HTTP/2 changes nothing.
+func TestHTTP2OverHTTP2IsNoChange(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"HTTP/2"}})
+	base := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CertPool()}, ForceAttemptHTTP2: true}
+	t.Cleanup(base.CloseIdleConnections)
+	tr := newTransport(t, base)
+	var rec recorder
+	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if s.Count() != 1 || resp.Proto != "HTTP/2.0" {
+		t.Fatalf("server saw %d over %s", s.Count(), resp.Proto)
+	}
+	if sk := rec.decided[0].Skipped; len(sk) != 1 || !errors.Is(sk[0].Reason, ErrNoChange) {
+		t.Errorf("skipped %v", sk)
+	}
+}
+
+// Close closes idle upgraded connections (not only busy ones).
+func TestCloseClosesIdleUpgradedConnections(t *testing.T) {
+	forEachPair(t, func(t *testing.T, p upgradePair) {
+		s := startServer(t, p.server)
+		var conns connCounter
+		base := legacyBase(t, s.CertPool())
+		base.DialContext = conns.DialContext
+		tr := &Transport{Base: base}
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		// Read to EOF and closed before Close: the connection is idle.
+		resp.Body.Close()
+		tr.Close()
+		conns.waitAllClosed(t)
+	}, targetHTTP2, targetH2C, targetTLS, targetInbandTLS)
+}
+
+// A failed TLS attempt never falls back to cleartext: an attacker who breaks
+// the handshake must not win the request in clear.
+func TestNoFallbackFromTLSToClear(t *testing.T) {
+	otherCA, err := testserver.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, testserver.Config{InbandTLS: testserver.InbandRFC2817,
+		Require: func(r *http.Request) bool { return r.TLS != nil || r.ProtoMajor == 2 },
+		Upgrade: []string{"TLS/1.2, h2c"}})
+	tr := newTransport(t, legacyBase(t, otherCA.CertPool())) // the server's certificate fails
+	body := &countingBody{r: strings.NewReader("password=hunter2")}
+	req := newRequest(t, testContext(t), "POST", s.URL+"/secret", body)
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("password=hunter2")), nil }
+
+	_, err = tr.RoundTrip(req)
+	var ue *UpgradeError
+	if !errors.As(err, &ue) || len(ue.Attempts) != 1 || !isCertError(err) {
+		t.Fatalf("got %v; want an *UpgradeError with only the in-band certificate failure", err)
+	}
+	checkNothingServedInClear(t, s.Requests())
+}
+
+// A remembered in-band origin whose switch fails returns the error; it does
+// not send the request through Base, in clear.
+func TestRememberedInbandFailureStaysEncrypted(t *testing.T) {
+	otherCA, err := testserver.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, testserver.Config{InbandTLS: testserver.InbandRFC2817, Require: testserver.RequireTLS, Upgrade: cups})
+	tr := newTransport(t, legacyBase(t, otherCA.CertPool()))
+	warm := `{"version":1,"entries":[{"origin":"` + s.URL + `","protocol":"TLS/1.2","expires":"2999-01-01T00:00:00Z"}]}`
+	if n, _, err := tr.ImportMemory(strings.NewReader(warm)); err != nil || n != 1 {
+		t.Fatal(n, err)
+	}
+	_, err = tr.RoundTrip(newRequest(t, testContext(t), "POST", s.URL+"/secret", strings.NewReader("password=hunter2")))
+	if !isCertError(err) {
+		t.Fatalf("got %v, want the in-band certificate failure", err)
+	}
+	for _, r := range s.Requests() {
+		if r.Method == "POST" {
+			t.Errorf("the POST reached the server (TLS %x) after the in-band switch failed", r.TLSVersion)
+		}
 	}
 }

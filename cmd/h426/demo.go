@@ -85,7 +85,7 @@ func scenarios() []scenario {
 		server: testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"websocket"}},
 		want:   outcome{status: http.StatusUpgradeRequired, proto: "HTTP/1.1", seen: 1},
 	}, {
-		// One replay at most: the second 426 is the answer (DESIGN §3).
+		// One replay at most: the second 426 is the answer.
 		name:   "loop",
 		server: testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"HTTP/2"}},
 		want:   outcome{status: http.StatusUpgradeRequired, proto: "HTTP/2.0", seen: 2},
