@@ -335,40 +335,6 @@ func TestCloseReleasesAndRefuses(t *testing.T) {
 	body.waitCloses(t)
 }
 
-// A response still being read when Close is called finishes, and its
-// connection is closed once its body is: none is left open, on any target.
-// QUIC does not dial through Base's DialContext, so HTTP/3 has a test of
-// its own (TestCloseLetsHTTP3ResponseFinish).
-func TestCloseWithResponseInFlight(t *testing.T) {
-	forEachPair(t, func(t *testing.T, p upgradePair) {
-		release := make(chan struct{})
-		cfg := p.server
-		cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "o")
-			w.(http.Flusher).Flush()
-			<-release
-			io.WriteString(w, "k\n")
-		})
-		s := startServer(t, cfg)
-		var conns connCounter
-		base := legacyBase(t, s.CertPool())
-		base.DialContext = conns.DialContext
-		tr := &Transport{Base: base}
-		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tr.Close(); err != nil {
-			t.Fatal(err)
-		}
-		close(release)
-		if body := readAll(t, resp); body != "ok\n" {
-			t.Errorf("got %q over %s", body, resp.Proto)
-		}
-		conns.waitAllClosed(t)
-	}, targetHTTP2, targetH2C, targetTLS, targetInbandTLS)
-}
-
 // No fallback once the replay had a connection: the request may have been
 // acted on.
 func TestNoFallbackAfterConnection(t *testing.T) {
@@ -408,23 +374,45 @@ func TestHTTP2OverHTTP2IsNoChange(t *testing.T) {
 	}
 }
 
-// Close closes idle upgraded connections (not only busy ones).
-func TestCloseClosesIdleUpgradedConnections(t *testing.T) {
+// Close releases every upgraded connection: an idle one at once, and one
+// whose response is still being read once its body is closed, after the
+// response finished. QUIC does not dial through Base's DialContext, so
+// HTTP/3 has a test of its own (TestCloseLetsHTTP3ResponseFinish).
+func TestCloseReleasesUpgradedConnections(t *testing.T) {
 	forEachPair(t, func(t *testing.T, p upgradePair) {
-		s := startServer(t, p.server)
-		var conns connCounter
-		base := legacyBase(t, s.CertPool())
-		base.DialContext = conns.DialContext
-		tr := &Transport{Base: base}
-		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
-		if err != nil {
-			t.Fatal(err)
+		for _, inFlight := range []bool{false, true} {
+			release := make(chan struct{})
+			cfg := p.server
+			cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "o")
+				w.(http.Flusher).Flush()
+				<-release
+				io.WriteString(w, "k\n")
+			})
+			s := startServer(t, cfg)
+			var conns connCounter
+			base := legacyBase(t, s.CertPool())
+			base.DialContext = conns.DialContext
+			tr := &Transport{Base: base}
+			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !inFlight {
+				close(release)
+				readAll(t, resp) // to EOF and closed before Close: the connection is idle
+			}
+			if err := tr.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if inFlight {
+				close(release)
+				if body := readAll(t, resp); body != "ok\n" {
+					t.Errorf("in flight at Close: got %q over %s", body, resp.Proto)
+				}
+			}
+			conns.waitAllClosed(t)
 		}
-		io.Copy(io.Discard, resp.Body)
-		// Read to EOF and closed before Close: the connection is idle.
-		resp.Body.Close()
-		tr.Close()
-		conns.waitAllClosed(t)
 	}, targetHTTP2, targetH2C, targetTLS, targetInbandTLS)
 }
 
