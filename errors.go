@@ -35,6 +35,15 @@ var (
 	// ErrBodyNotReplayable: the request body was already read and has no
 	// GetBody, so it cannot be sent again.
 	ErrBodyNotReplayable = errors.New("upgrade: request body cannot be sent again")
+	// ErrBaseNotTransport is returned by RoundTrip for a 426 it would
+	// follow when Base is not an *http.Transport (middleware such as
+	// otelhttp or oauth2 as Base): the upgraded connections must inherit
+	// Base's roots, proxy and dialer, which another RoundTripper does not
+	// show, and a replay would skip that middleware. Put middleware outside
+	// the Transport and make Base the *http.Transport itself.
+	ErrBaseNotTransport = errors.New("upgrade: Base is not an *http.Transport, so an upgrade could lose its settings and middleware; " +
+		"put middleware outside the upgrade.Transport and make Base the *http.Transport itself")
+
 	// ErrAlreadyReplayed: the request is itself a replay; it is not upgraded twice.
 	ErrAlreadyReplayed = errors.New("upgrade: request was already replayed once")
 

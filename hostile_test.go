@@ -473,14 +473,12 @@ func heapGrowth(f func()) uint64 {
 // Row 3: a 426 body that never ends or trickles holds the replay up no
 // longer than the drain bound, and only its first 64 KiB are ever read.
 func TestHostile426Body(t *testing.T) {
-	// Drawn bytes are counted in a wrapper, so the transport that wraps
-	// it needs the roots itself.
+	// Drawn bytes are counted in a wrapper; upgraded transports are
+	// cloned from the legacy transport under it.
 	counted := func(drawn *atomic.Int64) func(*Transport) {
 		return func(tr *Transport) {
-			legacy := tr.Base.(*http.Transport)
-			tr.TLSClientConfig = legacy.TLSClientConfig.Clone()
-			tr.TLSClientConfig.MaxVersion = 0
-			tr.Base = drawCounter(legacy, drawn)
+			tr.Template = tr.Base.(*http.Transport)
+			tr.Base = drawCounter(tr.Template, drawn)
 		}
 	}
 	tests := []struct {

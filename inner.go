@@ -83,24 +83,27 @@ func (s *innerSet) close() []error {
 }
 
 // template is the transport upgraded ones are cloned from, so they inherit
-// the caller's dialer, proxy, timeouts and TLS settings.
+// the caller's dialer, proxy, timeouts and TLS settings: Template, else
+// Base. Another RoundTripper's settings cannot be known, and guessing them
+// could lose the caller's roots, proxy or dialer, so decide and recall
+// refuse it (ErrBaseNotTransport) before anything is built: template is
+// nil then.
 func (t *Transport) template() *http.Transport {
-	if tr, ok := t.base().(*http.Transport); ok {
-		return tr
+	if t.Template != nil {
+		return t.Template
 	}
-	if tr, ok := http.DefaultTransport.(*http.Transport); ok {
-		return tr
-	}
-	return &http.Transport{Proxy: http.ProxyFromEnvironment}
+	tr, _ := t.base().(*http.Transport)
+	return tr
 }
 
 // proxied reports whether a proxy would carry req. A failing Proxy func
 // counts as proxied: the safe answer for offers that cannot use one.
 func (t *Transport) proxied(req *http.Request) bool {
-	proxy := t.template().Proxy
-	if proxy == nil {
+	template := t.template()
+	if template == nil || template.Proxy == nil {
 		return false
 	}
+	proxy := template.Proxy
 	u, err := proxy(req)
 	return u != nil || err != nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -420,6 +419,7 @@ func TestCloseDuringUpgradeClosesOneShotBody(t *testing.T) {
 		tr.Close() // as if another goroutine closed the transport at the worst moment
 		return resp, err
 	}))
+	tr.Template = legacy
 	body := &countingBody{r: strings.NewReader("payload")}
 	req := newRequest(t, testContext(t), "POST", s.URL, body)
 	req.Header.Set("Expect", "100-continue")
@@ -521,7 +521,7 @@ func TestDrainReadsAtMost64KiB(t *testing.T) {
 		}
 		return resp, err
 	}))
-	tr.TLSClientConfig = &tls.Config{RootCAs: s.CertPool()}
+	tr.Template = legacy
 	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -567,6 +567,7 @@ func TestCloseDuringUpgradeClosesGetBodyBody(t *testing.T) {
 		tr.Close()
 		return resp, err
 	}))
+	tr.Template = legacy
 	req := newRequest(t, testContext(t), "POST", s.URL, strings.NewReader("x"))
 	var fresh []*countingBody
 	req.GetBody = func() (io.ReadCloser, error) {

@@ -21,6 +21,7 @@ package upgrade
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -36,11 +37,22 @@ import (
 // must not change after its first use.
 type Transport struct {
 	// Base sends every request first. Nil means http.DefaultTransport.
-	// When Base is an *http.Transport, upgraded transports are cloned from
-	// it and inherit its dialer, proxy, timeouts and TLS settings; a
-	// custom TLS dialer (DialTLSContext) is not inherited, since the
-	// upgraded handshake has to use the settings below.
+	// Upgraded transports are cloned from it and inherit its dialer, proxy,
+	// timeouts and TLS settings; a custom TLS dialer (DialTLSContext) is
+	// not inherited, since the upgraded handshake has to use the settings
+	// below. So Base must be an *http.Transport for anything to be
+	// upgraded: put middleware (tracing, auth, retries) outside this
+	// Transport, where it sees every request, replays included. Any other
+	// Base gets ErrBaseNotTransport on a 426 it would follow, unless
+	// Template is set.
 	Base http.RoundTripper
+
+	// Template, when set, is the transport upgraded ones are cloned from
+	// instead of Base, for a Base that is not an *http.Transport, such as a
+	// test's recording or fault-injecting wrapper. Setting it accepts that
+	// replays and remembered requests do not go through Base. Nil means
+	// Base.
+	Template *http.Transport
 
 	// TLSClientConfig, when set, replaces the TLS settings inherited from
 	// Base for upgraded connections (root CAs, client certificates,
@@ -136,20 +148,33 @@ type transportRequest struct {
 // is returned untouched. When every usable offer fails before a response,
 // the error is an *UpgradeError.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.closed.Load() {
+	switch {
+	case req == nil:
+		return nil, errNilRequest
+	case t.closed.Load():
 		if req.Body != nil {
 			req.Body.Close()
 		}
 		return nil, ErrClosed
+	case req.URL == nil:
+		return t.base().RoundTrip(req) // which says what is wrong, as it would alone
 	}
 	r := &transportRequest{req: req, trace: traceFrom(req.Context()), bodies: replayBody{req: req}}
 	resp, err := t.send(r)
+	if err == nil && resp == nil {
+		err = errNilResponse // as http.Client would say
+	}
 	if err != nil || resp.StatusCode != http.StatusUpgradeRequired {
 		r.bodies.done()
 		return resp, err
 	}
 	return t.upgrade(r, resp)
 }
+
+var (
+	errNilRequest  = errors.New("upgrade: nil Request")
+	errNilResponse = errors.New("upgrade: RoundTripper returned a nil *Response with a nil error")
+)
 
 // send sends the request over the protocol remembered for its origin, or
 // through Base. A remembered protocol that fails before a connection is
@@ -165,6 +190,7 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	out := r.bodies.first()
 	if via.target.multiplexed() && hasHopByHop(out.Header) {
 		out = out.Clone(out.Context())
+		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
 		removeHopByHop(out.Header)
 	}
 	resp, err := t.sendOver(out, via.target)
@@ -197,7 +223,7 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 // atomic load.
 func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	m := t.mem.Load()
-	if m == nil || m.empty() {
+	if m == nil || m.empty() || t.template() == nil {
 		return candidate{}, false
 	}
 	r.origin = originOf(r.req)
@@ -215,6 +241,9 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 // upgrade handles a 426: it decides what to try and, if anything, drains
 // the 426 and replays the request.
 func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Response, error) {
+	if resp.Body == nil {
+		resp.Body = http.NoBody // net/http tolerates it from a RoundTripper; so does this
+	}
 	r.resp426 = resp
 	r.origin = originOf(r.req)
 	offered, parseErr := ParseUpgrade(resp.Header)
@@ -232,6 +261,11 @@ func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Res
 	}
 	if r.trace.Decided != nil {
 		r.trace.Decided(DecisionInfo{Candidates: offersOf(candidates), Skipped: skipped, Reason: reason})
+	}
+	if errors.Is(reason, ErrBaseNotTransport) {
+		r.bodies.done()
+		resp.Body.Close()
+		return nil, reason
 	}
 	if reason != nil {
 		r.bodies.done()
@@ -272,6 +306,9 @@ func (t *Transport) decide(r *transportRequest, parseErr error) ([]candidate, []
 	if len(usable) == 0 {
 		return nil, skipped, ErrNoUsableOffer
 	}
+	if t.template() == nil {
+		return nil, skipped, fmt.Errorf("%w (Base is %T)", ErrBaseNotTransport, t.base())
+	}
 	return usable, skipped, nil
 }
 
@@ -291,6 +328,7 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 		}
 		out := r.req.Clone(marked)
 		out.Body = body
+		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
 		if c.target.multiplexed() {
 			removeHopByHop(out.Header)
 		}

@@ -3,10 +3,13 @@ package upgrade
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/h426/upgrade/internal/testserver"
 )
@@ -461,4 +464,134 @@ func TestRememberedInbandFailureStaysEncrypted(t *testing.T) {
 			t.Errorf("the POST reached the server (TLS %x) after the in-band switch failed", r.TLSVersion)
 		}
 	}
+}
+
+// What net/http tolerates from a caller or a RoundTripper does not panic:
+// a nil request, a nil URL, a nil response with a nil error, and a 426
+// with a nil Body (as mocks return).
+func TestOddInputsDoNotPanic(t *testing.T) {
+	t.Run("nil request", func(t *testing.T) {
+		if _, err := (&Transport{}).RoundTrip(nil); err == nil {
+			t.Error("no error")
+		}
+	})
+	t.Run("nil URL", func(t *testing.T) {
+		tr := newTransport(t, rtFunc(func(*http.Request) (*http.Response, error) { return nil, errors.New("base: nil URL") }))
+		if _, err := tr.RoundTrip(&http.Request{Method: "GET", Header: http.Header{}}); err == nil || err.Error() != "base: nil URL" {
+			t.Errorf("got %v, want Base's error", err)
+		}
+	})
+	t.Run("nil response", func(t *testing.T) {
+		tr := newTransport(t, rtFunc(func(*http.Request) (*http.Response, error) { return nil, nil }))
+		if resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", "http://127.0.0.1:1/", nil)); resp != nil || err == nil {
+			t.Errorf("got %v, %v; want an error", resp, err)
+		}
+	})
+	t.Run("426 with a nil Body", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+		legacy := legacyBase(t, s.CertPool())
+		for _, upgrade := range []string{"HTTP/2", "websocket"} {
+			tr := newTransport(t, rtFunc(func(r *http.Request) (*http.Response, error) {
+				return &http.Response{StatusCode: 426, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+					Header: http.Header{"Upgrade": {upgrade}}, Request: r}, nil
+			}))
+			tr.Template = legacy
+			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			want := map[string]int{"HTTP/2": 200, "websocket": 426}[upgrade]
+			if resp.StatusCode != want {
+				t.Errorf("Upgrade %s: status %d, want %d", upgrade, resp.StatusCode, want)
+			}
+		}
+		time.Sleep(2 * drainTimeout) // a drain timer that outlived the call would fire by now
+	})
+}
+
+// A Base that is not an *http.Transport hides the settings an upgraded
+// connection must inherit: a 426 that would be followed gets an error
+// naming the fix, one that would not is returned as it is, and Template
+// says explicitly where to take the settings from.
+func TestBaseNotTransport(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	legacy := legacyBase(t, s.CertPool())
+	var sent atomic.Int32
+	middleware := rtFunc(func(r *http.Request) (*http.Response, error) {
+		sent.Add(1)
+		return legacy.RoundTrip(r)
+	})
+
+	tr := newTransport(t, middleware)
+	_, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if !errors.Is(err, ErrBaseNotTransport) || !strings.Contains(err.Error(), "outside") {
+		t.Errorf("got %v, want ErrBaseNotTransport naming the fix", err)
+	}
+	if sent.Load() != 1 || s.Count() != 1 {
+		t.Errorf("Base sent %d, server saw %d; want 1 and 1", sent.Load(), s.Count())
+	}
+
+	nothingUsable := startServer(t, testserver.Config{TLS: true, CA: s.CA(), Require: testserver.RefuseAll, Upgrade: []string{"websocket"}})
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", nothingUsable.URL, nil))
+	if err != nil || resp.StatusCode != 426 {
+		t.Fatalf("got %v, %v; want the 426 untouched", resp, err)
+	}
+	resp.Body.Close()
+
+	tr.Template = legacy
+	resp, err = tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+		t.Errorf("with Template: %d over %s, want 200 over HTTP/2.0", resp.StatusCode, resp.Proto)
+	}
+}
+
+// Request trailers reach the server on the replay: net/http lets the body
+// fill in req.Trailer as it is read, so the replay shares the caller's map.
+func TestReplayKeepsTrailers(t *testing.T) {
+	forEachPair(t, func(t *testing.T, p upgradePair) {
+		cfg := p.server
+		cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, r.Trailer.Get("X-Checksum"))
+		})
+		s := startServer(t, cfg)
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		req := newRequest(t, testContext(t), "POST", s.URL, nil)
+		req.Trailer = http.Header{"X-Checksum": nil}
+		req.ContentLength = -1
+		bodies := 0
+		newBody := func() io.ReadCloser {
+			bodies++
+			sum := fmt.Sprint("sum-", bodies) // each body computes its own
+			return io.NopCloser(&trailerSetter{r: strings.NewReader("payload"), set: func() { req.Trailer.Set("X-Checksum", sum) }})
+		}
+		req.Body = newBody()
+		req.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); resp.StatusCode != 200 || body != "sum-2" {
+			t.Errorf("%d over %s: server saw trailer %q, want sum-2, the replay's own", resp.StatusCode, resp.Proto, body)
+		}
+	}, targetHTTP2, targetH2C, targetTLS, targetInbandTLS)
+}
+
+// trailerSetter calls set when its reader is done, as a body that computes
+// a trailer does.
+type trailerSetter struct {
+	r   io.Reader
+	set func()
+}
+
+func (b *trailerSetter) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.set()
+	}
+	return n, err
 }
