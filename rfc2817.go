@@ -287,14 +287,10 @@ func readSwitch(conn net.Conn, trace *Trace) error {
 		// Apache ≥ 2.4.64 answers 200: it no longer upgrades in-band.
 		return fmt.Errorf("%w: OPTIONS answered %d %s in clear", errInbandRefused, status, http.StatusText(status))
 	}
-	if te := header["Transfer-Encoding"]; len(te) > 0 {
-		return fmt.Errorf("%w: 101 with Transfer-Encoding %q", ErrInbandDesync, te)
-	}
-	for _, cl := range header["Content-Length"] {
-		if strings.TrimSpace(cl) != "0" {
-			return fmt.Errorf("%w: 101 with a body (Content-Length %q)", ErrInbandDesync, cl)
-		}
-	}
+	// A 1xx ends at its header whatever Content-Length or
+	// Transfer-Encoding it carries (RFC 9112 §6.3; ippeveprinter sends
+	// both): nothing is read as its body. Bytes a server sends as one are
+	// caught below, or fail the handshake.
 	// Connection may say Upgrade or Keep-Alive (CUPS); the status and the
 	// handshake are what count. One that closes cannot switch.
 	if httpguts.HeaderValuesContainsToken(header["Connection"], "close") {

@@ -90,6 +90,7 @@ func TestInbandTLS(t *testing.T) {
 	}{
 		{"CUPS offer, RFC 2817 server", testserver.InbandRFC2817, cups, "TLS/1.2, TLS/1.1, TLS/1.0"},
 		{"CUPS offer, 101 with Keep-Alive", testserver.InbandCUPS, cups, "TLS/1.2, TLS/1.1, TLS/1.0"},
+		{"CUPS offer, ippeveprinter's 101 with Content-Length and chunked", testserver.InbandIPPEveprinter, cups, "TLS/1.2, TLS/1.1, TLS/1.0"},
 		{"Apache's TLS/1.0", testserver.InbandRFC2817, []string{"TLS/1.0, HTTP/1.1"}, "TLS/1.0"},
 		{"bare TLS, split lines, other offers", testserver.InbandRFC2817, []string{"websocket, tls", "TLS/1.2"}, "TLS, TLS/1.2"},
 	}

@@ -30,6 +30,12 @@ const (
 	// "Connection: Keep-Alive", a Keep-Alive header and "Content-Length: 0".
 	InbandCUPS
 
+	// InbandIPPEveprinter is InbandRFC2817 with the 101 as CUPS's
+	// ippeveprinter (and the PAPPL printer applications derived from it)
+	// sends it: both "Content-Length: 0" and "Transfer-Encoding: chunked",
+	// which a 1xx may carry but never applies (RFC 9112 §6.3).
+	InbandIPPEveprinter
+
 	// The hostile and broken servers below answer the OPTIONS otherwise.
 
 	// InbandAnswer200 answers the OPTIONS with 200 in clear and does not
@@ -154,6 +160,8 @@ const (
 	switchRFC2817 = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: TLS/1.2, HTTP/1.1\r\nConnection: Upgrade\r\n\r\n"
 	switchCUPS    = "HTTP/1.1 101 Switching Protocols\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=30\r\n" +
 		"Content-Length: 0\r\nUpgrade: TLS/1.2,TLS/1.1,TLS/1.0\r\n\r\n"
+	switchIPPEveprinter = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nContent-Length: 0\r\n" +
+		"Transfer-Encoding: chunked\r\nUpgrade: TLS/1.2,HTTP/1.1\r\n\r\n"
 	switchWithBody = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: TLS/1.2\r\nConnection: Upgrade\r\n" +
 		"Content-Length: 5\r\n\r\nhello"
 	optionsAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
@@ -213,6 +221,8 @@ func (s *Server) switchToTLS(w http.ResponseWriter, r *http.Request) {
 		return
 	case InbandCUPS:
 		io.WriteString(conn, switchCUPS)
+	case InbandIPPEveprinter:
+		io.WriteString(conn, switchIPPEveprinter)
 	default:
 		io.WriteString(conn, switchRFC2817)
 	}
