@@ -173,8 +173,12 @@ func waitClosedOnce(t testing.TB, closes *atomic.Int32, what string) {
 
 // connCounter dials through net.Dialer and counts the connections still open.
 type connCounter struct {
-	open atomic.Int32
+	open  atomic.Int32
+	total atomic.Int32
 }
+
+// dialed returns how many connections were dialed in all.
+func (c *connCounter) dialed() int32 { return c.total.Load() }
 
 func (c *connCounter) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	conn, err := new(net.Dialer).DialContext(ctx, network, addr)
@@ -182,6 +186,7 @@ func (c *connCounter) DialContext(ctx context.Context, network, addr string) (ne
 		return nil, err
 	}
 	c.open.Add(1)
+	c.total.Add(1)
 	return &countedConn{Conn: conn, counter: c}, nil
 }
 

@@ -222,9 +222,9 @@ func (t *Transport) validEntry(e memoryFileEntry) (origin, candidate, bool) {
 		return origin{}, candidate{}, false
 	}
 	s := situation{secure: u.Scheme == "https", respMajor: 1, proxied: t.proxied(req), floor: t.floor()}
-	tgt, reason := targetFor(s, offered[0], offered)
+	tgt, reason := targetFor(s, offered[0])
 	if reason != nil {
 		return origin{}, candidate{}, false
 	}
-	return originOf(req), candidate{offer: offered[0], target: tgt}, true
+	return originOf(req), newCandidate(offered[0], tgt, offered), true
 }

@@ -45,7 +45,7 @@ func usableOffers(s situation, offered []Protocol) ([]candidate, []Skipped) {
 	var usable []candidate
 	var skipped []Skipped
 	for _, offer := range offered {
-		tgt, reason := targetFor(s, offer, offered)
+		tgt, reason := targetFor(s, offer)
 		if reason == nil {
 			for _, earlier := range usable {
 				if earlier.target == tgt {
@@ -58,14 +58,22 @@ func usableOffers(s situation, offered []Protocol) ([]candidate, []Skipped) {
 			skipped = append(skipped, Skipped{Protocol: offer, Reason: reason})
 			continue
 		}
-		usable = append(usable, candidate{offer: offer, target: tgt})
+		usable = append(usable, newCandidate(offer, tgt, offered))
 	}
 	return usable, skipped
 }
 
+// newCandidate is offer going to tgt. An in-band TLS switch names the
+// server's own TLS tokens back to it (offered is the whole list).
+func newCandidate(offer Protocol, tgt target, offered []Protocol) candidate {
+	c := candidate{offer: offer, target: tgt}
+	if tgt.kind == targetInbandTLS {
+		c.upgrade = inbandTokens(offered, offer)
+	}
+	return c
+}
+
 // targetFor maps one offer to its target, or says why it may not be taken.
-// offered is the whole list, which an in-band TLS switch names back to the
-// server.
 //
 //	offer                    https:// origin            http:// origin
 //	HTTP/2, HTTP/2.0, h2     HTTP/2 over TLS (ALPN h2)  h2c, prior knowledge
@@ -73,8 +81,8 @@ func usableOffers(s situation, offered []Protocol) ([]candidate, []Skipped) {
 //	HTTP/3, HTTP/3.0, h3     HTTP/3 over QUIC           refused: needs TLS
 //	TLS, TLS/1.0 … TLS/1.3   a stricter TLS             in-band TLS (RFC 2817)
 //	anything else            not an upgrade we make
-func targetFor(s situation, offer Protocol, offered []Protocol) (target, error) {
-	tgt, err := mapOffer(s, offer, offered)
+func targetFor(s situation, offer Protocol) (target, error) {
+	tgt, err := mapOffer(s, offer)
 	if err != nil {
 		return target{}, err
 	}
@@ -84,7 +92,7 @@ func targetFor(s situation, offer Protocol, offered []Protocol) (target, error) 
 	return tgt, nil
 }
 
-func mapOffer(s situation, offer Protocol, offered []Protocol) (target, error) {
+func mapOffer(s situation, offer Protocol) (target, error) {
 	switch {
 	case isHTTP2(offer):
 		if s.respMajor == 2 {
@@ -126,11 +134,20 @@ func mapOffer(s situation, offer Protocol, offered []Protocol) (target, error) {
 			return target{}, ErrNoChange
 		}
 		if !s.secure {
-			return target{kind: targetInbandTLS, minTLS: least, inband: inbandTokens(offered, offer)}, nil
+			return target{kind: targetInbandTLS, minTLS: least}, nil
 		}
-		return target{kind: targetTLS, minTLS: least}, nil
+		return forRequest(target{kind: targetTLS, minTLS: least}, s.needsHTTP1), nil
 	}
 	return target{}, ErrUnsupportedOffer
+}
+
+// forRequest fits tgt to a request that needs HTTP/1.1 (or not): a
+// stricter TLS then offers only http/1.1.
+func forRequest(tgt target, needsHTTP1 bool) target {
+	if tgt.kind == targetTLS {
+		tgt.http1Only = needsHTTP1
+	}
+	return tgt
 }
 
 // refuseRoute says why tgt may not carry a request, or nil when it may.

@@ -63,10 +63,10 @@ func TestTargetFor(t *testing.T) {
 		{h1TLS12, "TLS/1.0", target{}, ErrNoChange},
 		{h1TLS12, "TLS", target{}, ErrNoChange},
 		{h2TLS13, "TLS/1.3", target{}, ErrNoChange},
-		{h1Clear, "TLS/1.0", target{kind: targetInbandTLS, minTLS: tls12, inband: "TLS/1.0"}, nil},
-		{h1Clear, "TLS", target{kind: targetInbandTLS, minTLS: tls12, inband: "TLS"}, nil},
-		{h1Clear, "tls/1.3", target{kind: targetInbandTLS, minTLS: tls13, inband: "TLS/1.3"}, nil},
-		{with(h1Clear, floor13), "TLS/1.0", target{kind: targetInbandTLS, minTLS: tls13, inband: "TLS/1.0"}, nil},
+		{h1Clear, "TLS/1.0", target{kind: targetInbandTLS, minTLS: tls12}, nil},
+		{h1Clear, "TLS", target{kind: targetInbandTLS, minTLS: tls12}, nil},
+		{h1Clear, "tls/1.3", target{kind: targetInbandTLS, minTLS: tls13}, nil},
+		{with(h1Clear, floor13), "TLS/1.0", target{kind: targetInbandTLS, minTLS: tls13}, nil},
 		{with(h1TLS12, floor13), "TLS/1.2", target{}, ErrNoChange},
 		{h1TLS12, "TLS/2.0", target{}, ErrUnsupportedOffer},
 		// Not upgrades this transport makes.
@@ -84,12 +84,12 @@ func TestTargetFor(t *testing.T) {
 		{with(h1TLS12, ownUpgrade), "HTTP/2", target{}, ErrUnsupportedOffer},
 		{with(h1TLS12, ownUpgrade), "HTTP/3", target{}, ErrUnsupportedOffer},
 		{with(h1Clear, ownUpgrade), "h2c", target{}, ErrUnsupportedOffer},
-		{with(h1TLS12, ownUpgrade), "TLS/1.3", target{kind: targetTLS, minTLS: tls13}, nil},
-		{with(h1Clear, ownUpgrade), "TLS/1.2", target{kind: targetInbandTLS, minTLS: tls12, inband: "TLS/1.2"}, nil},
+		{with(h1TLS12, ownUpgrade), "TLS/1.3", target{kind: targetTLS, minTLS: tls13, http1Only: true}, nil},
+		{with(h1Clear, ownUpgrade), "TLS/1.2", target{kind: targetInbandTLS, minTLS: tls12}, nil},
 	}
 	for _, tt := range tests {
 		offer := parseOne(t, tt.offer)
-		got, err := targetFor(tt.s, offer, []Protocol{offer})
+		got, err := targetFor(tt.s, offer)
 		if got != tt.want || !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
 			t.Errorf("targetFor(%+v, %s) = %+v, %v; want %+v, %v", tt.s, tt.offer, got, err, tt.want, tt.wantErr)
 		}
@@ -118,7 +118,7 @@ func TestTargetForInvariants(t *testing.T) {
 				for _, own := range []bool{false, true} {
 					for _, floor := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 						s := situation{secure: a.secure, respMajor: a.major, respTLS: a.tlsVersion, proxied: proxied, needsHTTP1: own, floor: floor}
-						tgt, err := targetFor(s, offer, []Protocol{offer})
+						tgt, err := targetFor(s, offer)
 						name := fmt.Sprintf("%s %+v", token, s)
 						if err != nil {
 							if tgt != (target{}) {
@@ -143,6 +143,8 @@ func checkInvariants(t *testing.T, name string, s situation, offer Protocol, tgt
 		t.Errorf("%s: proxied request on a direct route (%+v)", name, tgt)
 	case s.needsHTTP1 && tgt.multiplexed():
 		t.Errorf("%s: own upgrade over HTTP/2 or HTTP/3", name)
+	case s.needsHTTP1 && tgt.kind == targetTLS && !tgt.http1Only:
+		t.Errorf("%s: own upgrade over a TLS that may offer h2", name)
 	case tgt.multiplexed() && s.respMajor == 2 && tgt.kind != targetHTTP3:
 		t.Errorf("%s: HTTP/2 again after a 426 over HTTP/2", name)
 	case tgt.kind == targetHTTP3 && s.respMajor == 3:
@@ -276,4 +278,41 @@ func TestOwnUpgradeStaysOnHTTP1(t *testing.T) {
 			t.Errorf("got %d after %d requests, skipped %v; want the 426 back", resp.StatusCode, s.Count(), rec.decided[0].Skipped)
 		}
 	})
+}
+
+// A stricter TLS keeps a request that needs HTTP/1.1 on HTTP/1.1, whether
+// the demand is met now or remembered: its connections offer only
+// http/1.1, as net/http's own do for such a request, even when Base speaks
+// HTTP/2.
+func TestOwnUpgradeOverStricterTLS(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}})
+	base := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CertPool(), MaxVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	t.Cleanup(base.CloseIdleConnections)
+	tr := newTransport(t, base)
+	websocket := func() *http.Request {
+		ws := newRequest(t, testContext(t), "GET", s.URL+"/ws", nil)
+		ws.Header.Set("Connection", "Upgrade")
+		ws.Header.Set("Upgrade", "websocket")
+		return ws
+	}
+	for i, req := range []*http.Request{
+		websocket(), // meets the 426 and is replayed
+		newRequest(t, testContext(t), "GET", s.URL+"/api", nil), // remembered: HTTP/2 over TLS 1.3
+		websocket(), // remembered, and still HTTP/1.1
+	} {
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		readAll(t, resp)
+		seen := s.Requests()
+		last := seen[len(seen)-1]
+		wantProto := "HTTP/1.1"
+		if req.Header.Get("Upgrade") == "" {
+			wantProto = "HTTP/2.0"
+		}
+		if resp.StatusCode != 200 || last.Proto != wantProto || last.TLSVersion != tls.VersionTLS13 || last.Header.Get("Upgrade") != req.Header.Get("Upgrade") {
+			t.Errorf("request %d: %d; arrived over %s TLS %x with Upgrade %q, want %s over TLS 1.3", i, resp.StatusCode, last.Proto, last.TLSVersion, last.Header.Get("Upgrade"), wantProto)
+		}
+	}
 }

@@ -100,8 +100,19 @@ type inbandTransport struct {
 type inbandRequestKey struct{}
 
 type inbandRequest struct {
-	ctx  context.Context // the request's, to stop the upgrade when it ends
-	host string          // the Host the request asked for
+	ctx     context.Context // the request's, to stop the upgrade when it ends
+	host    string          // the Host the request asked for
+	upgrade string          // the Upgrade value of the OPTIONS
+}
+
+// inbandUpgradeKey carries the Upgrade value a request's in-band switch
+// asks for, from the candidate it is sent for. It is not part of the
+// inner transport's identity: a connection switched with one spelling of
+// the server's offer serves requests that met another.
+type inbandUpgradeKey struct{}
+
+func withInbandUpgrade(req *http.Request, upgrade string) *http.Request {
+	return req.WithContext(context.WithValue(req.Context(), inbandUpgradeKey{}, upgrade))
 }
 
 // newInband builds the transport for tgt from the template: its dialer and
@@ -115,7 +126,7 @@ func (t *Transport) newInband(tgt target) *inbandTransport {
 	if timeout <= 0 {
 		timeout = inbandTimeout
 	}
-	u := &inbandUpgrader{dial: plainDialer(tr), tls: cfg, upgrade: tgt.inband, timeout: timeout}
+	u := &inbandUpgrader{dial: plainDialer(tr), tls: cfg, timeout: timeout}
 
 	tr.Proxy = nil
 	tr.GetProxyConnectHeader = nil
@@ -140,7 +151,11 @@ func (it *inbandTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), defaultPort("http"))
 	}
-	ctx := context.WithValue(req.Context(), inbandRequestKey{}, &inbandRequest{ctx: req.Context(), host: host})
+	upgrade, _ := req.Context().Value(inbandUpgradeKey{}).(string)
+	if upgrade == "" {
+		upgrade = "TLS" // what any server that switches in-band takes
+	}
+	ctx := context.WithValue(req.Context(), inbandRequestKey{}, &inbandRequest{ctx: req.Context(), host: host, upgrade: upgrade})
 	out := req.WithContext(ctx) // a shallow copy: req is the replay's own clone
 	out.URL = &u
 	out.Host = host
@@ -168,7 +183,6 @@ func (it *inbandTransport) CloseIdleConnections() { it.tr.CloseIdleConnections()
 type inbandUpgrader struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	tls     *tls.Config   // minimum version and ALPN already set
-	upgrade string        // the Upgrade value of the OPTIONS request
 	timeout time.Duration // bounds the upgrade after the TCP dial
 }
 
@@ -199,7 +213,7 @@ func (u *inbandUpgrader) dialAndSwitch(dialCtx context.Context, network, addr st
 	}
 	ctx, cancelUpgrade := context.WithTimeout(ctx, u.timeout)
 	defer cancelUpgrade()
-	tlsConn, err := u.switchToTLS(ctx, conn, addr, info.host)
+	tlsConn, err := u.switchToTLS(ctx, conn, addr, info)
 	if err != nil {
 		conn.Close()
 		var netErr net.Error
@@ -217,7 +231,8 @@ func (u *inbandUpgrader) dialAndSwitch(dialCtx context.Context, network, addr st
 }
 
 // switchToTLS runs the upgrade on conn, bounded by ctx.
-func (u *inbandUpgrader) switchToTLS(ctx context.Context, conn net.Conn, addr, host string) (*tls.Conn, error) {
+func (u *inbandUpgrader) switchToTLS(ctx context.Context, conn net.Conn, addr string, info *inbandRequest) (*tls.Conn, error) {
+	host := info.host
 	if deadline, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(deadline)
 	}
@@ -228,12 +243,12 @@ func (u *inbandUpgrader) switchToTLS(ctx context.Context, conn net.Conn, addr, h
 	if !httpguts.ValidHostHeader(host) {
 		return nil, fmt.Errorf("upgrade: in-band TLS: invalid Host %q", host)
 	}
-	request := "OPTIONS * HTTP/1.1\r\nHost: " + host + "\r\nConnection: Upgrade\r\nUpgrade: " + u.upgrade + "\r\n\r\n"
+	request := "OPTIONS * HTTP/1.1\r\nHost: " + host + "\r\nConnection: Upgrade\r\nUpgrade: " + info.upgrade + "\r\n\r\n"
 	if _, err := io.WriteString(conn, request); err != nil {
 		return nil, err
 	}
 	if trace.InbandWroteRequest != nil {
-		trace.InbandWroteRequest(addr, host, u.upgrade)
+		trace.InbandWroteRequest(addr, host, info.upgrade)
 	}
 	if err := readSwitch(conn, trace); err != nil {
 		return nil, err

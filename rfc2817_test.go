@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -440,5 +441,39 @@ func TestInbandTokens(t *testing.T) {
 		if got := inbandTokens(offered, tt.offer); got != tt.want {
 			t.Errorf("inbandTokens(%q) = %q, want %q", tt.lines, got, tt.want)
 		}
+	}
+}
+
+// In-band connections are pooled by what they are, not by how the server
+// spelled its offer: requests that meet the same demand in other words
+// share one switched connection.
+func TestInbandPoolIgnoresOfferSpelling(t *testing.T) {
+	spellings := []string{"TLS/1.2,TLS/1.1,TLS/1.0", "TLS/1.0, TLS/1.1, TLS/1.2", "TLS/1.1,TLS/1.2,TLS/1.0", "tls/1.2, TLS/1.0"}
+	var n atomic.Int32
+	refuse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Upgrade", spellings[int(n.Add(1)-1)%len(spellings)])
+		w.Header().Set("Connection", "Upgrade")
+		w.WriteHeader(http.StatusUpgradeRequired)
+	})
+	s := startServer(t, testserver.Config{InbandTLS: testserver.InbandCUPS, Require: testserver.RequireTLS, Refuse: refuse})
+	var conns connCounter
+	base := legacyBase(t, s.CertPool())
+	base.DialContext = conns.DialContext
+	tr := newTransport(t, base)
+	tr.MemorySize = -1 // every request meets its 426
+	for i := range 12 {
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if readAll(t, resp); resp.StatusCode != 200 || resp.TLS == nil {
+			t.Fatalf("request %d: %d, TLS %v", i, resp.StatusCode, resp.TLS != nil)
+		}
+	}
+	if options := len(upgradeRequests(s.Requests())); options != 1 {
+		t.Errorf("%d in-band switches for 12 requests, want 1", options)
+	}
+	if dialed := conns.dialed(); dialed != 2 {
+		t.Errorf("%d connections dialed, want 2: one in clear for the 426s, one switched", dialed)
 	}
 }

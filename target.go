@@ -42,15 +42,15 @@ var kinds = [...]kindTraits{
 	targetInbandTLS: {encrypted: true, directRoute: true, build: buildInband},
 }
 
-// target identifies one inner transport: a kind and, for targetTLS and
-// targetInbandTLS, the least TLS version its connections accept.
+// target identifies one inner transport, and so one pool of connections:
+// what the connections are, never how an offer was spelled.
 type target struct {
 	kind   targetKind
-	minTLS uint16
-	// inband is, for targetInbandTLS, the Upgrade value its connections ask
-	// for: the TLS tokens the 426 offered (inbandTokens), so it takes few
-	// distinct values.
-	inband string
+	minTLS uint16 // the least TLS version its connections accept; 0: the floor
+	// http1Only is, for targetTLS, set for a request that needs HTTP/1.1
+	// for an upgrade of its own: its connections offer only http/1.1 in
+	// ALPN, as net/http's own do for such a request.
+	http1Only bool
 }
 
 func (tgt target) encrypted() bool   { return kinds[tgt.kind].encrypted }
@@ -61,6 +61,9 @@ func (tgt target) directRoute() bool { return kinds[tgt.kind].directRoute }
 type candidate struct {
 	offer  Protocol
 	target target
+	// upgrade is, for targetInbandTLS, the Upgrade value the in-band switch
+	// asks for: the TLS tokens the server offered (inbandTokens).
+	upgrade string
 }
 
 // buildTCP builds the transport of the kinds net/http speaks itself, cloned
@@ -90,6 +93,10 @@ func buildTCP(t *Transport, tgt target) http.RoundTripper {
 		// The caller's application protocols: the server asked for a newer
 		// TLS, not for another HTTP.
 		tr.Protocols = protocolsOf(template)
+		if tgt.http1Only {
+			tr.Protocols = new(http.Protocols)
+			tr.Protocols.SetHTTP1(true)
+		}
 	}
 	cfg := t.tlsConfig(tr.TLSClientConfig, tgt.minTLS)
 	cfg.NextProtos = nextProtos(tr.Protocols)

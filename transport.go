@@ -193,7 +193,7 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
 		removeHopByHop(out.Header)
 	}
-	resp, err := t.sendOver(out, via.target)
+	resp, err := t.sendOver(out, via)
 	t.noteOutcome(r, via.target, err)
 	switch {
 	case err == nil && resp.StatusCode == http.StatusUpgradeRequired:
@@ -231,8 +231,10 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	if !ok {
 		return candidate{}, false
 	}
+	ownUpgrade := needsHTTP1(r.req)
+	via.target = forRequest(via.target, ownUpgrade)
 	proxied := via.target.directRoute() && t.proxied(r.req)
-	if refuseRoute(via.target, needsHTTP1(r.req), proxied) != nil {
+	if refuseRoute(via.target, ownUpgrade, proxied) != nil {
 		return candidate{}, false
 	}
 	return via, true
@@ -332,7 +334,7 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 		if c.target.multiplexed() {
 			removeHopByHop(out.Header)
 		}
-		resp, err := t.sendOver(out, c.target)
+		resp, err := t.sendOver(out, c)
 		t.noteOutcome(r, c.target, err)
 		if err == nil {
 			if resp.StatusCode != http.StatusUpgradeRequired {
@@ -368,15 +370,19 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 	return nil, &UpgradeError{Offered: r.offered, Attempts: attempts, Response: r.resp426}
 }
 
-// sendOver sends out over the inner transport for tgt. A failure before any
+// sendOver sends out over the inner transport for c. A failure before any
 // connection carries the connectError mark (dial.go).
-func (t *Transport) sendOver(out *http.Request, tgt target) (*http.Response, error) {
+func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, error) {
+	tgt := c.target
 	rt, err := t.inner.get(tgt, func() http.RoundTripper { return kinds[tgt.kind].build(t, tgt) })
 	if err != nil {
 		if out.Body != nil {
 			out.Body.Close() // no transport took it, and RoundTrip must close it
 		}
 		return nil, err
+	}
+	if c.upgrade != "" {
+		out = withInbandUpgrade(out, c.upgrade)
 	}
 	resp, err := rt.RoundTrip(out)
 	if err == nil {
