@@ -91,7 +91,7 @@ func (m *memory) live(now time.Time) []memoryFileEntry {
 		entry, _ := m.entries.Peek(o)
 		if now.Before(entry.expires) {
 			live = append(live, memoryFileEntry{
-				Origin: o.String(), Host: o.vhost, Protocol: entry.via.offer.String(), Expires: entry.expires.UTC(),
+				Origin: o.String(), Host: o.vhost, Protocol: entry.via.demands(), Expires: entry.expires.UTC(),
 			})
 		}
 	}
@@ -151,7 +151,7 @@ type memoryFile struct {
 type memoryFileEntry struct {
 	Origin   string    `json:"origin"`         // scheme://host:port
 	Host     string    `json:"host,omitempty"` // the Host header, when it differs
-	Protocol string    `json:"protocol"`       // as the server offered it, such as "HTTP/2"
+	Protocol string    `json:"protocol"`       // as the server offered it, such as "HTTP/2"; "HTTP/2, TLS/1.3" for two demands met at once
 	Expires  time.Time `json:"expires"`
 }
 
@@ -217,14 +217,25 @@ func (t *Transport) validEntry(e memoryFileEntry) (origin, candidate, bool) {
 	if e.Host == "" {
 		req.Host = u.Host
 	}
-	offered, err := ParseUpgrade(http.Header{"Upgrade": {e.Protocol}})
-	if err != nil || len(offered) != 1 {
+	demands, err := ParseUpgrade(http.Header{"Upgrade": {e.Protocol}})
+	if err != nil || len(demands) == 0 || len(demands) > 2 {
 		return origin{}, candidate{}, false
 	}
 	s := situation{secure: u.Scheme == "https", respMajor: 1, proxied: t.proxied(req), floor: t.floor()}
-	tgt, reason := targetFor(s, offered[0])
-	if reason != nil {
-		return origin{}, candidate{}, false
+	var via candidate
+	for i := len(demands) - 1; i >= 0; i-- { // the earlier demand is named last
+		tgt, reason := targetFor(s, demands[i])
+		if reason != nil {
+			return origin{}, candidate{}, false
+		}
+		next := newCandidate(demands[i], tgt, demands[i:i+1])
+		if i == len(demands)-1 {
+			via = next
+			continue
+		}
+		if via = combine(via, next); via.also == (Protocol{}) {
+			return origin{}, candidate{}, false // two demands no connection meets at once
+		}
 	}
-	return originOf(req), newCandidate(offered[0], tgt, offered), true
+	return originOf(req), via, true
 }

@@ -488,3 +488,101 @@ func TestMemoryPathRules(t *testing.T) {
 		}
 	})
 }
+
+// Demands that differ by path on one origin (HAProxy: HTTP/2 at /, TLS 1.3
+// at /tls13only) are met together once both are known, so alternating
+// paths meets no more 426s; and they survive an export and import.
+func TestMemoryCombinesDemandsByPath(t *testing.T) {
+	tls13only := func(r *http.Request) bool { return r.URL.Path == "/tls13only" }
+	refuse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.ProtoMajor == 2:
+			// HTTP/2 has no Upgrade header to say what it wants.
+		case tls13only(r) && r.TLS.Version < tls.VersionTLS13:
+			w.Header().Set("Upgrade", "TLS/1.3")
+		default:
+			w.Header().Set("Upgrade", "HTTP/2")
+		}
+		w.WriteHeader(http.StatusUpgradeRequired)
+	})
+	meets := func(r *http.Request) bool {
+		if tls13only(r) {
+			return r.TLS.Version >= tls.VersionTLS13
+		}
+		return r.ProtoMajor == 2
+	}
+	s := startServer(t, testserver.Config{TLS: true, Require: meets, Refuse: refuse})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	get := func(tr *Transport, path string) {
+		t.Helper()
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "POST", s.URL+path, strings.NewReader("body")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readAll(t, resp); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d over %s, want 200", path, resp.StatusCode, resp.Proto)
+		}
+	}
+	for range 5 {
+		get(tr, "/")
+		get(tr, "/tls13only")
+	}
+	// / taught HTTP/2; /tls13only met a 426 over it and one through Base.
+	if refused := s.Refused(); refused != 3 {
+		t.Errorf("%d refusals for 10 alternating requests, want 3", refused)
+	}
+	seen := s.Requests()
+	if last := seen[len(seen)-1]; last.Proto != "HTTP/2.0" || last.TLSVersion != tls.VersionTLS13 {
+		t.Errorf("last request over %s TLS %x, want HTTP/2 over TLS 1.3", last.Proto, last.TLSVersion)
+	}
+
+	var file bytes.Buffer
+	if err := tr.ExportMemory(&file); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(file.String(), `"protocol":"TLS/1.3, HTTP/2"`) && !strings.Contains(file.String(), `"protocol":"HTTP/2, TLS/1.3"`) {
+		t.Errorf("exported %s, want both demands", file.String())
+	}
+	warm := newTransport(t, legacyBase(t, s.CertPool()))
+	if n, skipped, err := warm.ImportMemory(&file); n != 1 || skipped != 0 || err != nil {
+		t.Fatalf("imported %d, skipped %d: %v", n, skipped, err)
+	}
+	get(warm, "/tls13only")
+	get(warm, "/")
+	if refused := s.Refused(); refused != 3 {
+		t.Errorf("a warm start met %d more 426s, want none", refused-3)
+	}
+}
+
+// CheckUpgrade is asked before a remembered protocol is used: what it
+// would veto after a 426, it vetoes before one.
+func TestMemoryAsksCheckUpgrade(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	var asked []string
+	tr.CheckUpgrade = func(req *http.Request, resp *http.Response, usable []Protocol) ([]Protocol, error) {
+		asked = append(asked, req.URL.Path+" "+resp.Header.Get("Upgrade"))
+		if req.URL.Path == "/private" {
+			return nil, errors.New("not for this path")
+		}
+		return usable, nil
+	}
+	for _, path := range []string{"/public", "/private", "/public"} {
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL+path, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		want := map[string]int{"/public": 200, "/private": 426}[path]
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d over %s, want %d", path, resp.StatusCode, resp.Proto, want)
+		}
+	}
+	// /private was asked about twice: as remembered, then after its own 426.
+	if got := fmt.Sprint(asked); got != "[/public HTTP/2 /private HTTP/2 /private HTTP/2 /public HTTP/2]" {
+		t.Errorf("CheckUpgrade asked %s", got)
+	}
+	if n := s.Count(); n != 4 {
+		t.Errorf("server saw %d requests, want 4: 426 and h2, 426, h2", n)
+	}
+}

@@ -236,3 +236,35 @@ func offersOf(cs []candidate) []Protocol {
 	}
 	return offers
 }
+
+// combine returns next, lifted to meet what the origin demanded before
+// (prev) as well, when one connection can meet both: HTTP/2 over a
+// stricter TLS. Otherwise next as it is: the newer demand wins.
+func combine(prev, next candidate) candidate {
+	overTLS := func(k targetKind) bool { return k == targetHTTP2 || k == targetTLS }
+	if !overTLS(prev.target.kind) || !overTLS(next.target.kind) {
+		return next
+	}
+	lifted := next.target
+	lifted.minTLS = max(prev.target.minTLS, next.target.minTLS)
+	if prev.target.kind == targetHTTP2 && !next.target.http1Only {
+		lifted.kind = targetHTTP2
+	}
+	if lifted == next.target {
+		return next
+	}
+	next.target = lifted
+	next.also = prev.offer
+	return next
+}
+
+// rememberedDemand stands for the 426 that taught a remembered protocol,
+// when CheckUpgrade is asked about using it again: its Upgrade header
+// names what is remembered, its body is empty.
+func rememberedDemand(req *http.Request, via candidate) *http.Response {
+	return &http.Response{
+		Status: "426 Upgrade Required", StatusCode: http.StatusUpgradeRequired,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Upgrade": {via.demands()}}, Body: http.NoBody, Request: req,
+	}
+}

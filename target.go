@@ -64,6 +64,18 @@ type candidate struct {
 	// upgrade is, for targetInbandTLS, the Upgrade value the in-band switch
 	// asks for: the TLS tokens the server offered (inbandTokens).
 	upgrade string
+	// also is an earlier demand of the origin that target meets too
+	// (combine), such as TLS/1.3 for HTTP/2 over TLS 1.3; zero if none.
+	also Protocol
+}
+
+// demands returns what c meets, as an Upgrade list: "HTTP/2", or
+// "HTTP/2, TLS/1.3" when it meets an earlier demand too.
+func (c candidate) demands() string {
+	if c.also == (Protocol{}) {
+		return c.offer.String()
+	}
+	return c.offer.String() + ", " + c.also.String()
 }
 
 // buildTCP builds the transport of the kinds net/http speaks itself, cloned

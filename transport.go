@@ -137,6 +137,10 @@ type transportRequest struct {
 	// Set once a 426 is being handled.
 	resp426 *http.Response
 	offered []Protocol // its Upgrade header, parsed once
+	// outgrown is the remembered protocol the 426 came over, if it did:
+	// the origin demands more than it once did, on some path at least.
+	outgrown  *candidate
+	askedBase bool // the request went through Base after the outgrown route's 426
 }
 
 // RoundTrip sends req through Base, or straight over the protocol its
@@ -197,8 +201,9 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	t.noteOutcome(r, via.target, err)
 	switch {
 	case err == nil && resp.StatusCode == http.StatusUpgradeRequired:
-		// The server wants more than what it once asked for.
 		t.forget(r, via, nil)
+		outgrown := via // a copy, so that via stays on the stack on every other path
+		r.outgrown = &outgrown
 		return resp, nil
 	case err == nil:
 		return resp, nil
@@ -219,8 +224,8 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 }
 
 // recall returns the protocol remembered for the request's origin when the
-// request may go over it. A request with nothing remembered pays one
-// atomic load.
+// request may go over it, and CheckUpgrade, if set, still allows it. A
+// request with nothing remembered pays one atomic load.
 func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	m := t.mem.Load()
 	if m == nil || m.empty() || t.template() == nil {
@@ -236,6 +241,14 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	proxied := via.target.directRoute() && t.proxied(r.req)
 	if refuseRoute(via.target, ownUpgrade, proxied) != nil {
 		return candidate{}, false
+	}
+	if t.CheckUpgrade != nil {
+		// What the hook would veto after a 426 it vetoes before one: the
+		// memory never changes an answer.
+		order, err := t.CheckUpgrade(r.req, rememberedDemand(r.req, via), []Protocol{via.offer})
+		if err != nil || len(picked([]candidate{via}, order)) == 0 {
+			return candidate{}, false
+		}
 	}
 	return via, true
 }
@@ -254,6 +267,13 @@ func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Res
 		r.trace.Got426(Got426Info{Offered: offered, Err: parseErr, Proto: resp.Proto, TLS: tlsVersion(resp)})
 	}
 	candidates, skipped, reason := t.decide(r, parseErr)
+	if reason == nil && r.outgrown != nil {
+		// HAProxy may demand HTTP/2 at / and TLS 1.3 at /tls13only:
+		// remembered alone, each route would meet the other's 426 in turn.
+		for i := range candidates {
+			candidates[i] = combine(*r.outgrown, candidates[i])
+		}
+	}
 	var first io.ReadCloser
 	if reason == nil {
 		first, reason = r.bodies.next()
@@ -268,6 +288,21 @@ func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Res
 		r.bodies.done()
 		resp.Body.Close()
 		return nil, reason
+	}
+	if errors.Is(reason, ErrNoUsableOffer) && r.outgrown != nil && !r.askedBase {
+		// The remembered protocol met a demand it cannot state (HTTP/2
+		// carries no Upgrade header): ask Base, as a fresh Transport would.
+		if again, ok := r.bodies.again(); ok {
+			drain426(resp)
+			resp.Body.Close()
+			r.askedBase = true
+			resp, err := t.base().RoundTrip(again)
+			if err != nil || resp.StatusCode != http.StatusUpgradeRequired {
+				r.bodies.done()
+				return resp, err
+			}
+			return t.upgrade(r, resp)
+		}
 	}
 	if reason != nil {
 		r.bodies.done()
