@@ -91,7 +91,7 @@ func Example_otelhttp() {
 		attrs := attribute.NewSet(span.Attributes()...)
 		status, _ := attrs.Value("http.response.status_code")
 		version, _ := attrs.Value("network.protocol.version")
-		fmt.Println(span.Name(), status.Emit(), "HTTP/"+version.Emit())
+		fmt.Println(span.Name(), status.String(), "HTTP/"+version.String())
 	}
 	fmt.Println("server saw", server.Count(), "requests,", server.Refused(), "refused")
 	// Output:

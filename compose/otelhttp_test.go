@@ -61,10 +61,10 @@ func TestOtelhttpOutsideUpgrade(t *testing.T) {
 			t.Errorf("span %d: %s %q, want a client span \"HTTP GET\"", i, span.SpanKind(), span.Name())
 		}
 		if got := attrs["http.response.status_code"]; got != attribute.IntValue(200) {
-			t.Errorf("span %d: http.response.status_code %v, want 200", i, got.Emit())
+			t.Errorf("span %d: http.response.status_code %v, want 200", i, got.String())
 		}
 		if got := attrs["network.protocol.version"]; got != attribute.StringValue("2.0") {
-			t.Errorf("span %d: network.protocol.version %q, want %q (the response the caller got)", i, got.Emit(), "2.0")
+			t.Errorf("span %d: network.protocol.version %q, want %q (the response the caller got)", i, got.String(), "2.0")
 		}
 		if got := eventNames(span); !slices.Equal(got, wantEvents[i]) {
 			t.Errorf("span %d: events %v, want %v", i, got, wantEvents[i])
