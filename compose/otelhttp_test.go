@@ -1,0 +1,171 @@
+package compose_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/h426/upgrade"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// otelhttp outside, upgrade.Transport inside: one client span per request
+// the caller makes, whatever the upgrade did underneath; the span's context
+// reaches the server on the refused request and on its replay alike; and
+// upgrade.Trace hooks turned into span events show the upgrade on the
+// request that met the 426 and the remembered protocol on the others.
+func TestOtelhttpOutsideUpgrade(t *testing.T) {
+	s := startServer(t, strictH2)
+	recorder := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+
+	up := &upgrade.Transport{Base: legacyBase(s)}
+	t.Cleanup(func() { up.Close() })
+	client := &http.Client{Transport: otelhttp.NewTransport(
+		upgradeSpanEvents(up),
+		otelhttp.WithTracerProvider(tp),
+		otelhttp.WithPropagators(propagation.TraceContext{}),
+	)}
+
+	for i := range 3 {
+		resp, err := client.Get(s.URL + "/r")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if got := readAll(t, resp); resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" || got != "ok\n" {
+			t.Errorf("request %d: %d over %s, body %q; want 200 over HTTP/2.0", i, resp.StatusCode, resp.Proto, got)
+		}
+	}
+
+	spans := recorder.Ended()
+	if len(spans) != 3 || len(recorder.Started()) != 3 {
+		t.Fatalf("%d spans started, %d ended; want one per request: 3 and 3", len(recorder.Started()), len(spans))
+	}
+	wantEvents := [][]string{
+		{"upgrade.426", "upgrade.replay", "upgrade.learned", "upgrade.replay_done"},
+		{"upgrade.remembered"},
+		{"upgrade.remembered"},
+	}
+	for i, span := range spans {
+		attrs := attributes(span)
+		if span.SpanKind() != trace.SpanKindClient || span.Name() != "HTTP GET" {
+			t.Errorf("span %d: %s %q, want a client span \"HTTP GET\"", i, span.SpanKind(), span.Name())
+		}
+		if got := attrs["http.response.status_code"]; got != attribute.IntValue(200) {
+			t.Errorf("span %d: http.response.status_code %v, want 200", i, got.String())
+		}
+		if got := attrs["network.protocol.version"]; got != attribute.StringValue("2.0") {
+			t.Errorf("span %d: network.protocol.version %q, want %q (the response the caller got)", i, got.String(), "2.0")
+		}
+		if got := eventNames(span); !slices.Equal(got, wantEvents[i]) {
+			t.Errorf("span %d: events %v, want %v", i, got, wantEvents[i])
+		}
+	}
+	if ev := spans[0].Events(); len(ev) == 4 {
+		got426, done := eventAttributes(ev[0]), eventAttributes(ev[3])
+		if got426["upgrade.offered"] != attribute.StringValue("HTTP/2") || got426["upgrade.proto"] != attribute.StringValue("HTTP/1.1") {
+			t.Errorf("upgrade.426 event: %v", ev[0].Attributes)
+		}
+		if done["upgrade.proto"] != attribute.StringValue("HTTP/2.0") || done["upgrade.status_code"] != attribute.IntValue(200) {
+			t.Errorf("upgrade.replay_done event: %v", ev[3].Attributes)
+		}
+	}
+
+	// The server saw each span's context: the 426 and its replay carry the
+	// first span's, each remembered request its own.
+	seen := s.Requests()
+	if len(seen) != 4 || s.Refused() != 1 {
+		t.Fatalf("server saw %d requests, %d refused; want 4, 1", len(seen), s.Refused())
+	}
+	owner := []int{0, 0, 1, 2} // the span each server request belongs to
+	for i, r := range seen {
+		sc := spans[owner[i]].SpanContext()
+		want := fmt.Sprintf("00-%s-%s-01", sc.TraceID(), sc.SpanID())
+		if got := r.Header.Get("Traceparent"); got != want {
+			t.Errorf("server request %d (%s): traceparent %q, want span %d's %q", i, r.Proto, got, owner[i], want)
+		}
+	}
+}
+
+// upgradeSpanEvents wraps next, an upgrade.Transport, so that what the
+// upgrade did is recorded as events of the span in the request's context
+// (the one otelhttp, outside, started). A reusable adapter is to come; this
+// shows the pattern.
+func upgradeSpanEvents(next http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		span := trace.SpanFromContext(req.Context())
+		if !span.IsRecording() {
+			return next.RoundTrip(req)
+		}
+		memory := func(name string) func(upgrade.MemoryInfo) {
+			return func(info upgrade.MemoryInfo) {
+				attrs := []attribute.KeyValue{attribute.String("upgrade.protocol", info.Protocol.String())}
+				if info.Err != nil {
+					attrs = append(attrs, attribute.String("upgrade.error", info.Err.Error()))
+				}
+				span.AddEvent(name, trace.WithAttributes(attrs...))
+			}
+		}
+		ctx := upgrade.WithTrace(req.Context(), &upgrade.Trace{
+			Got426: func(info upgrade.Got426Info) {
+				offered := make([]string, len(info.Offered))
+				for i, p := range info.Offered {
+					offered[i] = p.String()
+				}
+				span.AddEvent("upgrade.426", trace.WithAttributes(
+					attribute.String("upgrade.offered", strings.Join(offered, ", ")),
+					attribute.String("upgrade.proto", info.Proto),
+				))
+			},
+			ReplayStart: func(p upgrade.Protocol) {
+				span.AddEvent("upgrade.replay", trace.WithAttributes(attribute.String("upgrade.protocol", p.String())))
+			},
+			ReplayDone: func(info upgrade.ReplayDoneInfo) {
+				attrs := []attribute.KeyValue{attribute.String("upgrade.protocol", info.Protocol.String())}
+				if info.Err != nil {
+					attrs = append(attrs, attribute.String("upgrade.error", info.Err.Error()), attribute.Bool("upgrade.fallback", info.Fallback))
+				} else {
+					attrs = append(attrs, attribute.String("upgrade.proto", info.Proto), attribute.Int("upgrade.status_code", info.StatusCode))
+				}
+				span.AddEvent("upgrade.replay_done", trace.WithAttributes(attrs...))
+			},
+			Learned:    memory("upgrade.learned"),
+			Remembered: memory("upgrade.remembered"),
+			Forgot:     memory("upgrade.forgot"),
+		})
+		return next.RoundTrip(req.WithContext(ctx))
+	})
+}
+
+func attributes(span sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
+	m := make(map[attribute.Key]attribute.Value)
+	for _, kv := range span.Attributes() {
+		m[kv.Key] = kv.Value
+	}
+	return m
+}
+
+func eventAttributes(ev sdktrace.Event) map[attribute.Key]attribute.Value {
+	m := make(map[attribute.Key]attribute.Value)
+	for _, kv := range ev.Attributes {
+		m[kv.Key] = kv.Value
+	}
+	return m
+}
+
+func eventNames(span sdktrace.ReadOnlySpan) []string {
+	var names []string
+	for _, ev := range span.Events() {
+		names = append(names, ev.Name)
+	}
+	return names
+}
