@@ -1,8 +1,3 @@
-//go:build upgrade_refuses_opaque_base
-
-// This file waits for upgrade.ErrBaseNotTransport; remove the build tag
-// when the library has it.
-
 package compose_test
 
 import (
