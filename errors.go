@@ -31,6 +31,10 @@ var (
 	// ErrProxied: a proxy applies to the request and the offer cannot go
 	// through it.
 	ErrProxied = errors.New("upgrade: offer cannot go through the request's proxy")
+	// ErrOwnDialer: Base dials through a DialContext of its own (a SOCKS
+	// or VPN dialer, an SSRF guard) and the offer, HTTP/3, cannot go
+	// through it; see Transport.DirectHTTP3.
+	ErrOwnDialer = errors.New("upgrade: offer cannot go through Base's own dialer")
 
 	// ErrBodyNotReplayable: the request body was already read and has no
 	// GetBody, so it cannot be sent again.

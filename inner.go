@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // innerSet holds the inner transports, one per target, shared by every
@@ -113,4 +114,37 @@ func closeIdle(rt http.RoundTripper) {
 	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+}
+
+// ownDialer reports whether the template dials through a dialer of its own
+// that HTTP/3 would go around, and the caller has not allowed that
+// (DirectHTTP3). net/http's zero dialer and http.DefaultTransport's own
+// (which its clones share) are no one's routing decision.
+func (t *Transport) ownDialer() bool {
+	template := t.template()
+	if t.DirectHTTP3 || template == nil {
+		return false
+	}
+	//lint:ignore SA1019 a Dial of Base's is its routing as much as a DialContext
+	if template.Dial != nil {
+		return true
+	}
+	return template.DialContext != nil && !sameFunc(template.DialContext, defaultDialContext)
+}
+
+// defaultDialContext is http.DefaultTransport's dialer, as its clones have it.
+var defaultDialContext = func() dialFunc {
+	if tr, ok := http.DefaultTransport.(*http.Transport); ok {
+		return tr.DialContext
+	}
+	return nil
+}()
+
+// sameFunc reports whether a and b are the same func value: the same
+// closure, not only the same code (every net.Dialer's DialContext method
+// value shares its code, whatever the dialer's Resolver or Control). Go
+// has no comparison of func values, so this compares the pointers the
+// values hold.
+func sameFunc(a, b dialFunc) bool {
+	return a != nil && b != nil && *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }

@@ -221,7 +221,7 @@ func (t *Transport) validEntry(e memoryFileEntry) (origin, candidate, bool) {
 	if err != nil || len(demands) == 0 || len(demands) > 2 {
 		return origin{}, candidate{}, false
 	}
-	s := situation{secure: u.Scheme == "https", respMajor: 1, proxied: t.proxied(req), floor: t.floor()}
+	s := situation{secure: u.Scheme == "https", respMajor: 1, proxied: t.proxied(req), ownDialer: t.ownDialer(), floor: t.floor()}
 	var via candidate
 	for i := len(demands) - 1; i >= 0; i-- { // the earlier demand is named last
 		tgt, reason := targetFor(s, demands[i])

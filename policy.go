@@ -35,6 +35,7 @@ type situation struct {
 	respMajor  int    // the HTTP major version the 426 came over
 	respTLS    uint16 // the TLS version it came over; 0 in clear
 	proxied    bool   // a proxy would carry the request
+	ownDialer  bool   // Base dials through a DialContext of its own, and HTTP/3 may not go around it
 	needsHTTP1 bool   // the request is a CONNECT or has an upgrade of its own
 	floor      uint16 // the least TLS version any upgraded connection uses
 }
@@ -86,7 +87,7 @@ func targetFor(s situation, offer Protocol) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	if err := refuseRoute(tgt, s.needsHTTP1, s.proxied); err != nil {
+	if err := refuseRoute(tgt, s); err != nil {
 		return target{}, err
 	}
 	return tgt, nil
@@ -150,14 +151,17 @@ func forRequest(tgt target, needsHTTP1 bool) target {
 	return tgt
 }
 
-// refuseRoute says why tgt may not carry a request, or nil when it may.
-// The same rule holds for a fresh 426 and for a remembered route.
-func refuseRoute(tgt target, needsHTTP1, proxied bool) error {
+// refuseRoute says why tgt may not carry a request, or nil when it may:
+// an upgraded request goes where Base would send it, or not at all. The
+// same rule holds for a fresh 426 and for a remembered route.
+func refuseRoute(tgt target, s situation) error {
 	switch {
-	case needsHTTP1 && tgt.multiplexed():
+	case s.needsHTTP1 && tgt.multiplexed():
 		return errOwnUpgrade
-	case proxied && tgt.directRoute():
+	case s.proxied && tgt.directRoute():
 		return ErrProxied
+	case s.ownDialer && tgt.ownSocket():
+		return ErrOwnDialer
 	}
 	return nil
 }

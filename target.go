@@ -30,6 +30,9 @@ type kindTraits struct {
 	// origin, would get the h2c preface or the in-band switch, and QUIC
 	// does not go through one at all.
 	directRoute bool
+	// ownSocket: it does not dial through Base's DialContext. QUIC opens
+	// its own UDP socket and resolves the host itself.
+	ownSocket bool
 	// build makes the inner transport for a target of this kind.
 	build func(t *Transport, tgt target) http.RoundTripper
 }
@@ -38,7 +41,7 @@ var kinds = [...]kindTraits{
 	targetHTTP2:     {encrypted: true, multiplexed: true, build: buildTCP},
 	targetH2C:       {multiplexed: true, directRoute: true, build: buildTCP},
 	targetTLS:       {encrypted: true, build: buildTCP},
-	targetHTTP3:     {encrypted: true, multiplexed: true, directRoute: true, build: buildHTTP3},
+	targetHTTP3:     {encrypted: true, multiplexed: true, directRoute: true, ownSocket: true, build: buildHTTP3},
 	targetInbandTLS: {encrypted: true, directRoute: true, build: buildInband},
 }
 
@@ -56,6 +59,7 @@ type target struct {
 func (tgt target) encrypted() bool   { return kinds[tgt.kind].encrypted }
 func (tgt target) multiplexed() bool { return kinds[tgt.kind].multiplexed }
 func (tgt target) directRoute() bool { return kinds[tgt.kind].directRoute }
+func (tgt target) ownSocket() bool   { return kinds[tgt.kind].ownSocket }
 
 // candidate is an offer the transport will try and where it goes.
 type candidate struct {

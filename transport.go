@@ -68,6 +68,15 @@ type Transport struct {
 	// means DefaultCheckUpgrade.
 	CheckUpgrade CheckUpgradeFunc
 
+	// DirectHTTP3 lets HTTP/3 be chosen when Base dials through a
+	// DialContext or Dial of its own (a SOCKS or VPN dialer, an SSRF
+	// guard, a custom resolver): QUIC cannot go through it, so HTTP/3 then
+	// opens its own UDP socket and resolves the host with
+	// net.DefaultResolver, around that dialer. False means HTTP/3 is not
+	// chosen for such a Base (ErrOwnDialer), as it is not when a proxy
+	// applies.
+	DirectHTTP3 bool
+
 	// HTTP3HandshakeTimeout bounds how long setting up a QUIC connection
 	// may go without progress before HTTP/3 counts as failed and the next
 	// offer is tried, so a network that drops UDP costs little. Zero means
@@ -236,10 +245,10 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	if !ok {
 		return candidate{}, false
 	}
-	ownUpgrade := needsHTTP1(r.req)
-	via.target = forRequest(via.target, ownUpgrade)
-	proxied := via.target.directRoute() && t.proxied(r.req)
-	if refuseRoute(via.target, ownUpgrade, proxied) != nil {
+	route := situation{needsHTTP1: needsHTTP1(r.req), ownDialer: t.ownDialer()}
+	via.target = forRequest(via.target, route.needsHTTP1)
+	route.proxied = via.target.directRoute() && t.proxied(r.req)
+	if refuseRoute(via.target, route) != nil {
 		return candidate{}, false
 	}
 	if t.CheckUpgrade != nil {
@@ -326,6 +335,7 @@ func (t *Transport) decide(r *transportRequest, parseErr error) ([]candidate, []
 		respMajor:  r.resp426.ProtoMajor,
 		respTLS:    tlsVersion(r.resp426),
 		proxied:    t.proxied(r.req),
+		ownDialer:  t.ownDialer(),
 		needsHTTP1: needsHTTP1(r.req),
 		floor:      t.floor(),
 	}
