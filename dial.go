@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -157,4 +159,24 @@ func protocolsOf(tr *http.Transport) *http.Protocols {
 		p.SetHTTP2(!custom)
 	}
 	return p
+}
+
+// throughProxy sends requests that a proxy carries. net/http shakes hands
+// with the origin inside the CONNECT tunnel itself, past the dialers that
+// mark failures, so a failure there is told by the connection never having
+// been handed to the request (httptrace's GotConn): nothing was sent.
+type throughProxy struct{ rt http.RoundTripper }
+
+func (p throughProxy) RoundTrip(req *http.Request) (*http.Response, error) {
+	var gotConn atomic.Bool
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }}
+	resp, err := p.rt.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	if err != nil {
+		if !gotConn.Load() && !beforeConnection(err) {
+			err = &connectError{err}
+		}
+		return nil, err
+	}
+	resp.Request = req
+	return resp, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -98,4 +99,54 @@ func TestHTTP2ThroughAnHTTPSProxy(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" || proxy.tunnels.Load() != 2 {
 		t.Errorf("got %d over %s through %d tunnels, want 200 over HTTP/2.0 through 2", resp.StatusCode, resp.Proto, proxy.tunnels.Load())
 	}
+}
+
+// Behind a proxy, net/http shakes hands with the origin inside the CONNECT
+// tunnel: a handshake that fails there is still known to come before the
+// request left. The replay gives an *UpgradeError and marks the offer
+// broken; a remembered route is forgotten and the request goes through
+// Base again, as it does without a proxy.
+func TestProxiedHandshakeFailureIsBeforeTheRequest(t *testing.T) {
+	newProxied := func(t *testing.T) (*testserver.Server, *connectProxy, *Transport) {
+		// Demands TLS 1.3, speaks TLS 1.2 at most: every upgraded handshake fails.
+		s := startServer(t, testserver.Config{TLS: true, MaxTLSVersion: tls.VersionTLS12, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}})
+		proxy := startConnectProxy(t, nil)
+		base := legacyBase(t, s.CertPool())
+		base.Proxy = http.ProxyURL(proxy.url)
+		return s, proxy, newTransport(t, base)
+	}
+	t.Run("replay", func(t *testing.T) {
+		s, proxy, tr := newProxied(t)
+		_, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		var ue *UpgradeError
+		if !errors.As(err, &ue) || ue.Response.StatusCode != 426 {
+			t.Fatalf("got %v, want *UpgradeError with the 426", err)
+		}
+		if !tr.broken.isBroken(brokenKeyOf(originOf(newRequest(t, testContext(t), "GET", s.URL, nil)), target{kind: targetTLS, minTLS: tls.VersionTLS13}), tr.clock()) {
+			t.Error("TLS/1.3 not marked broken for the origin")
+		}
+		if n := proxy.tunnels.Load(); n != 2 {
+			t.Errorf("%d tunnels, want 2: the request went through the proxy both times", n)
+		}
+	})
+	t.Run("remembered", func(t *testing.T) {
+		s, _, tr := newProxied(t)
+		entry := `{"version":1,"entries":[{"origin":"` + s.URL + `","protocol":"TLS/1.3","expires":"2099-01-01T00:00:00Z"}]}`
+		if n, _, err := tr.ImportMemory(strings.NewReader(entry)); n != 1 || err != nil {
+			t.Fatalf("imported %d: %v", n, err)
+		}
+		var forgot []error
+		trace := &Trace{Forgot: func(info MemoryInfo) { forgot = append(forgot, info.Err) }}
+		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), trace), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatalf("got %v, want Base's answer: the 426, with TLS/1.3 marked broken", err)
+		}
+		readAll(t, resp)
+		if resp.StatusCode != 426 || len(forgot) != 1 || forgot[0] == nil {
+			t.Errorf("status %d, forgot %v; want 426 after forgetting the failed route", resp.StatusCode, forgot)
+		}
+		if n := s.Count(); n != 1 {
+			t.Errorf("server saw %d requests, want 1 (through Base)", n)
+		}
+	})
 }

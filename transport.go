@@ -429,6 +429,9 @@ func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, er
 	if c.upgrade != "" {
 		out = withInbandUpgrade(out, c.upgrade)
 	}
+	if !tgt.directRoute() && t.proxied(out) {
+		rt = throughProxy{rt}
+	}
 	resp, err := rt.RoundTrip(out)
 	if err == nil {
 		resp.Body = &releasingBody{ReadCloser: resp.Body, t: t, rt: rt}
