@@ -5,22 +5,24 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/h426/upgrade/internal/testserver"
 	"github.com/quic-go/quic-go/http3"
 )
 
-// The benchmarks compare this transport with the one it ends up using,
-// measured in the same run: scripts/bench prints the ratios. Their names are
-// fixed so results compare across versions.
-
-// pair is a bare transport and an upgrade.Transport, benchmarked side by side.
-type pair struct {
-	name string
-	rt   http.RoundTripper
-}
+// The benchmarks measure what the wrapper costs against the transport it
+// ends up using, in the same run: interleaved on loopback
+// (BenchmarkLoopbackAB, BenchmarkFirstContact) and with fake transports
+// that answer at once, so only the wrapper's own work is timed
+// (BenchmarkOverhead). scripts/bench runs them pinned and prints a table.
+// Their names are fixed so results compare across versions.
 
 // benchRequest sends one request and reads the whole answer.
 func benchRequest(b *testing.B, rt http.RoundTripper, method, url string, body []byte, wantProto string) {
@@ -45,54 +47,80 @@ func benchRequest(b *testing.B, rt http.RoundTripper, method, url string, body [
 	}
 }
 
-// runPairs benchmarks each pair with a small GET and a 64 KiB POST, in
-// turn or in parallel.
-func runPairs(b *testing.B, pairs []pair, url, wantProto string, parallel bool) {
-	post := bytes.Repeat([]byte("x"), 64<<10)
-	for _, p := range pairs {
-		for _, load := range []struct {
-			suffix, method string
-			body           []byte
-		}{{"", "GET", nil}, {"-post64k", "POST", post}} {
-			b.Run(p.name+load.suffix, func(b *testing.B) {
-				benchRequest(b, p.rt, load.method, url, load.body, wantProto) // warm: connections, memory
-				b.ReportAllocs()
-				if !parallel {
-					for b.Loop() {
-						benchRequest(b, p.rt, load.method, url, load.body, wantProto)
-					}
-					return
-				}
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						benchRequest(b, p.rt, load.method, url, load.body, wantProto)
-					}
-				})
-			})
-		}
+// abbaBlock is how long one block of requests runs before the other side
+// gets the machine: long enough that a block's start costs little, short
+// enough that the machine's drift is the same for both sides of a quad.
+const abbaBlock = 1500 * time.Microsecond
+
+// measureAB times bare and wrapped interleaved inside one benchmark: each
+// iteration is a quad of blocks A B B A, so that the block right after a
+// switch (about 1.4 % slower on this machine) falls on both sides equally
+// and linear drift cancels. It reports the median of the per-quad ratios
+// wrapped/bare (medratio) with a bootstrap 95 % interval (lo, hi), and each
+// side's ns per unit of work. Run it pinned: -cpu 1 under taskset
+// (scripts/bench).
+func measureAB(b *testing.B, bare, wrapped func()) {
+	bare()
+	wrapped() // warm: connections, memory
+	perBlock := 0
+	for start := time.Now(); time.Since(start) < abbaBlock; perBlock++ {
+		bare()
 	}
+	perBlock = max(perBlock, 1)
+	block := func(f func()) time.Duration {
+		start := time.Now()
+		for range perBlock {
+			f()
+		}
+		return time.Since(start)
+	}
+	var ratios []float64
+	var bareTotal, wrappedTotal time.Duration
+	for b.Loop() {
+		a1 := block(bare)
+		w1 := block(wrapped)
+		w2 := block(wrapped)
+		a2 := block(bare)
+		bareTotal += a1 + a2
+		wrappedTotal += w1 + w2
+		ratios = append(ratios, float64(w1+w2)/float64(a1+a2))
+	}
+	med, lo, hi := medianInterval(ratios)
+	units := float64(2 * perBlock * len(ratios))
+	b.ReportMetric(med, "medratio")
+	b.ReportMetric(lo, "lo")
+	b.ReportMetric(hi, "hi")
+	b.ReportMetric(float64(bareTotal.Nanoseconds())/units, "bare-ns/req")
+	b.ReportMetric(float64(wrappedTotal.Nanoseconds())/units, "upgrade-ns/req")
 }
 
-func passThroughPairs(b *testing.B) ([]pair, string) {
-	s := startServer(b, testserver.Config{HTTP1Only: true})
-	base := legacyBase(b, nil)
-	return []pair{{"bare", base}, {"upgrade", newTransport(b, base)}}, s.URL
+// medianInterval returns the median of xs and a 95 % bootstrap interval
+// for it (2000 resamples, a fixed seed so that runs compare).
+func medianInterval(xs []float64) (med, lo, hi float64) {
+	median := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		n := len(s)
+		if n%2 == 1 {
+			return s[n/2]
+		}
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	meds := make([]float64, 2000)
+	sample := make([]float64, len(xs))
+	for i := range meds {
+		for j := range sample {
+			sample[j] = xs[rng.IntN(len(xs))]
+		}
+		meds[i] = median(sample)
+	}
+	slices.Sort(meds)
+	return median(xs), meds[len(meds)*25/1000], meds[len(meds)*975/1000]
 }
 
-// BenchmarkPassThrough: no 426 involved, the same http.Transport bare and
-// wrapped.
-func BenchmarkPassThrough(b *testing.B) {
-	pairs, url := passThroughPairs(b)
-	runPairs(b, pairs, url, "HTTP/1.1", false)
-}
-
-func BenchmarkPassThroughParallel(b *testing.B) {
-	pairs, url := passThroughPairs(b)
-	runPairs(b, pairs, url, "HTTP/1.1", true)
-}
-
-// remembered describes one target for BenchmarkRemembered: a server that
-// demands it, and the bare transport that speaks it from the start.
+// remembered describes one target: a server that demands it, and the bare
+// transport that speaks it from the start.
 type remembered struct {
 	name   string
 	server testserver.Config
@@ -122,80 +150,184 @@ var rememberedTargets = []remembered{
 		}, "HTTP/1.1"},
 }
 
-// BenchmarkRemembered: the origin demanded the protocol once; every timed
-// request goes through the memory.
-func BenchmarkRemembered(b *testing.B) {
-	benchmarkRemembered(b, false)
-}
-
-func BenchmarkRememberedParallel(b *testing.B) {
-	benchmarkRemembered(b, true)
-}
-
-func benchmarkRemembered(b *testing.B, parallel bool) {
+// BenchmarkLoopbackAB: the wrapper against the transport it ends up using,
+// interleaved over loopback: pass-through (no 426) against the same
+// HTTP/1.1 transport bare, and each remembered target against a bare
+// transport that speaks it from the start.
+func BenchmarkLoopbackAB(b *testing.B) {
+	b.Run("pass", func(b *testing.B) {
+		s := startServer(b, testserver.Config{HTTP1Only: true})
+		base := legacyBase(b, nil)
+		up := newTransport(b, base)
+		measureAB(b,
+			func() { benchRequest(b, base, "GET", s.URL, nil, "HTTP/1.1") },
+			func() { benchRequest(b, up, "GET", s.URL, nil, "HTTP/1.1") })
+	})
 	for _, target := range rememberedTargets {
-		s := startServer(b, target.server)
-		up := newTransport(b, legacyBase(b, s.CertPool()))
-		pairs := []pair{{target.name + "-bare", target.bare(b, s)}, {target.name + "-upgrade", up}}
-		runPairs(b, pairs, s.URL, target.proto, parallel)
+		b.Run(target.name, func(b *testing.B) {
+			s := startServer(b, target.server)
+			bare := target.bare(b, s)
+			up := newTransport(b, legacyBase(b, s.CertPool()))
+			measureAB(b,
+				func() { benchRequest(b, bare, "GET", s.URL, nil, target.proto) },
+				func() { benchRequest(b, up, "GET", s.URL, nil, target.proto) })
+		})
 	}
 }
 
-// BenchmarkFirstContact: an origin met for the first time, each iteration a
-// new one (a new Host on the same server). naive is what a user writes
-// without this library: send, see the 426, send again through a second
-// client, every time. The -100 variants send 100 requests to each origin.
+// BenchmarkFirstContact: 100 requests to an origin met for the first time,
+// each unit a new origin (a new Host on the same server), against an
+// oracle that knows to pay the 426 once and then speaks HTTP/2. The
+// wrapper's extra work is the replay and learning the origin.
 func BenchmarkFirstContact(b *testing.B) {
 	s := startServer(b, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
 	legacy := legacyBase(b, s.CertPool())
 	h2 := legacyBase(b, s.CertPool())
 	h2.Protocols = new(http.Protocols)
 	h2.Protocols.SetHTTP2(true)
-	naive := http.RoundTripper(roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		resp, err := legacy.RoundTrip(req)
-		if err != nil || resp.StatusCode != http.StatusUpgradeRequired {
-			return resp, err
+	up := newTransport(b, legacyBase(b, s.CertPool()))
+	origin := 0
+	send := func(rt http.RoundTripper, host string, want int) {
+		req, err := http.NewRequest("GET", s.URL, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Host = host
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		return h2.RoundTrip(req)
-	}))
-	up := newTransport(b, legacyBase(b, s.CertPool()))
+		if resp.StatusCode != want {
+			b.Fatalf("status %d, want %d", resp.StatusCode, want)
+		}
+	}
+	measureAB(b,
+		func() {
+			origin++
+			host := fmt.Sprintf("origin-%d.test", origin)
+			send(legacy, host, http.StatusUpgradeRequired)
+			for range 100 {
+				send(h2, host, http.StatusOK)
+			}
+		},
+		func() {
+			origin++
+			host := fmt.Sprintf("origin-%d.test", origin)
+			for range 100 {
+				send(up, host, http.StatusOK)
+			}
+		})
+}
 
-	origin := 0
-	for _, p := range []pair{{"naive", naive}, {"upgrade", up}} {
-		for _, perOrigin := range []int{1, 100} {
+// fakeTransport answers every request at once with an empty 200, as a
+// transport whose network costs nothing would.
+type fakeTransport struct{ proto string }
+
+func (f fakeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return &http.Response{StatusCode: http.StatusOK, Proto: f.proto, Body: http.NoBody, Request: req}, nil
+}
+
+// BenchmarkOverhead: the wrapper's own time and allocations per request,
+// over fake transports that answer at once: pass-through with nothing
+// remembered and with a full memory of other origins, and each remembered
+// target. "-parallel" runs 256 goroutines on the one origin. overhead-ns
+// and overhead-allocs are per request, against the fake alone.
+func BenchmarkOverhead(b *testing.B) {
+	req := &http.Request{Method: "GET", URL: &url.URL{Scheme: "https", Host: "strict.test"}, Host: "strict.test", Header: http.Header{}}
+	req = req.WithContext(b.Context())
+	paths := []struct {
+		name   string
+		target target // zero: pass-through
+		full   bool   // the memory holds defaultMemorySize other origins
+	}{
+		{"pass", target{}, false},
+		{"pass-fullmemory", target{}, true},
+		{"h2", target{kind: targetHTTP2}, false},
+		{"h3", target{kind: targetHTTP3}, false},
+		{"tls13", target{kind: targetTLS, minTLS: tls.VersionTLS13}, false},
+	}
+	for _, p := range paths {
+		fake := fakeTransport{proto: "HTTP/1.1"}
+		tr := &Transport{Base: fake, Template: &http.Transport{}}
+		b.Cleanup(func() { tr.Close() })
+		expires := time.Now().Add(time.Hour)
+		if p.full {
+			for i := range defaultMemorySize {
+				o := origin{scheme: "https", host: fmt.Sprintf("other-%04d.test", i), port: "443"}
+				tr.memory().put(o, memoryEntry{via: candidate{offer: Protocol{"HTTP", "2"}, target: target{kind: targetHTTP2}}, expires: expires})
+			}
+		}
+		if p.target.kind != 0 {
+			tr.inner.get(p.target, func() http.RoundTripper { return fake })
+			tr.memory().put(originOf(req), memoryEntry{via: candidate{offer: Protocol{"X", "1"}, target: p.target}, expires: expires})
+		}
+		for _, parallel := range []bool{false, true} {
 			name := p.name
-			if perOrigin > 1 {
-				name = fmt.Sprintf("%s-%d", p.name, perOrigin)
+			if parallel {
+				name += "-parallel"
 			}
 			b.Run(name, func(b *testing.B) {
+				bareNS, bareAllocs := fakeCost(req, fake, parallel)
+				b.ResetTimer()
 				b.ReportAllocs()
-				for b.Loop() {
-					origin++
-					host := fmt.Sprintf("origin-%d.test", origin)
-					for range perOrigin {
-						req, err := http.NewRequest("GET", s.URL, nil)
-						if err != nil {
-							b.Fatal(err)
+				b.SetParallelism(128) // with GOMAXPROCS 2: 256 goroutines
+				start := time.Now()
+				var n int
+				if parallel {
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							resp, _ := tr.RoundTrip(req)
+							resp.Body.Close()
 						}
-						req.Host = host
-						resp, err := p.rt.RoundTrip(req)
-						if err != nil {
-							b.Fatal(err)
-						}
-						io.Copy(io.Discard, resp.Body)
+					})
+					n = b.N
+				} else {
+					for b.Loop() {
+						resp, _ := tr.RoundTrip(req)
 						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
-							b.Fatalf("status %d", resp.StatusCode)
-						}
+						n++
 					}
 				}
+				ns := float64(time.Since(start).Nanoseconds()) / float64(n)
+				allocs := testing.AllocsPerRun(1000, func() {
+					resp, _ := tr.RoundTrip(req)
+					resp.Body.Close()
+				})
+				b.ReportMetric(ns-bareNS, "overhead-ns")
+				b.ReportMetric(allocs-bareAllocs, "overhead-allocs")
 			})
 		}
 	}
 }
 
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+// fakeCost is the time and allocations of one request to fake alone,
+// measured as the benchmark measures the wrapper.
+func fakeCost(req *http.Request, fake http.RoundTripper, parallel bool) (ns, allocs float64) {
+	const n = 200_000
+	one := func() {
+		resp, _ := fake.RoundTrip(req)
+		resp.Body.Close()
+	}
+	start := time.Now()
+	if parallel {
+		var wg sync.WaitGroup
+		for range 256 {
+			wg.Go(func() {
+				for range n / 256 {
+					one()
+				}
+			})
+		}
+		wg.Wait()
+	} else {
+		for range n {
+			one()
+		}
+	}
+	return float64(time.Since(start).Nanoseconds()) / n, testing.AllocsPerRun(1000, one)
+}

@@ -1,17 +1,18 @@
 package upgrade
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Defaults for the origin memory.
@@ -27,72 +28,137 @@ type memoryEntry struct {
 }
 
 // memory remembers per origin the protocol a replay succeeded over, so the
-// next request goes there directly. It is an LRU with an expiry per entry.
-// golang-lru's expirable cache is not used: it starts a goroutine that never
-// exits, and it cannot take an imported entry's own expiry.
+// next request goes there directly. It is read on every request and
+// written once per origin learned, so lookups take no lock: the map is
+// replaced whole, under mu, by each write. It is bounded by an approximate
+// LRU: every write starts a new epoch, an entry notes the epoch it was last
+// used in, and the one used longest ago goes first when the memory is full.
+// golang-lru's caches are not used: their lookups take a lock, and the
+// expirable one starts a goroutine that never exits.
 type memory struct {
-	ttl time.Duration
+	ttl  time.Duration
+	size int
 
-	mu      sync.Mutex // guards entries: a lookup moves an entry to the front
-	entries *simplelru.LRU[origin, memoryEntry]
-	size    atomic.Int32 // len(entries), read without the lock on every request
+	entries atomic.Pointer[map[origin]*memorySlot] // never written in place
+	epoch   atomic.Uint64                          // bumped by every put
+
+	mu sync.Mutex // serialises writers: put, forget
+}
+
+type memorySlot struct {
+	memoryEntry
+	used atomic.Uint64 // the epoch of the last lookup, or of the put
 }
 
 func newMemory(size int, ttl time.Duration) *memory {
-	entries, _ := simplelru.NewLRU[origin, memoryEntry](size, nil) // fails only for size <= 0
-	return &memory{ttl: ttl, entries: entries}
+	return &memory{ttl: ttl, size: size}
 }
 
-// empty reports, without the lock, whether nothing is remembered.
-func (m *memory) empty() bool { return m.size.Load() == 0 }
+// empty reports whether nothing is remembered.
+func (m *memory) empty() bool {
+	entries := m.entries.Load()
+	return entries == nil || len(*entries) == 0
+}
 
 // lookup returns what o demanded, unless it has expired by now.
 func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	entry, ok := m.entries.Get(o)
-	if !ok {
+	entries := m.entries.Load()
+	if entries == nil {
 		return candidate{}, false
 	}
-	if !now.Before(entry.expires) {
-		m.removeLocked(o)
+	e := (*entries)[o]
+	if e == nil {
 		return candidate{}, false
 	}
-	return entry.via, true
+	if !now.Before(e.expires) {
+		m.forget(o)
+		return candidate{}, false
+	}
+	// Written only when it changes, so that many goroutines on one origin
+	// share its cache line rather than fight over it.
+	if epoch := m.epoch.Load(); e.used.Load() != epoch {
+		e.used.Store(epoch)
+	}
+	return e.via, true
 }
 
-// put remembers that o answered over entry.via until entry.expires.
+// put remembers that o answered over entry.via until entry.expires. A full
+// memory first drops the entry used longest ago.
 func (m *memory) put(o origin, entry memoryEntry) {
 	m.mu.Lock()
-	m.entries.Add(o, entry)
-	m.size.Store(int32(m.entries.Len()))
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	var old map[origin]*memorySlot
+	if p := m.entries.Load(); p != nil {
+		old = *p
+	}
+	next := make(map[origin]*memorySlot, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	if _, ok := next[o]; !ok && len(next) >= m.size {
+		evictOne(next)
+	}
+	e := &memorySlot{memoryEntry: entry}
+	e.used.Store(m.epoch.Add(1))
+	next[o] = e
+	m.entries.Store(&next)
+}
+
+// evictOne drops from a full memory the entry used longest ago.
+func evictOne(entries map[origin]*memorySlot) {
+	var victim origin
+	oldest := uint64(math.MaxUint64)
+	for o, e := range entries {
+		if used := e.used.Load(); used < oldest {
+			victim, oldest = o, used
+		}
+	}
+	delete(entries, victim)
 }
 
 // forget drops what is remembered for o.
 func (m *memory) forget(o origin) {
 	m.mu.Lock()
-	m.removeLocked(o)
-	m.mu.Unlock()
-}
-
-func (m *memory) removeLocked(o origin) {
-	m.entries.Remove(o)
-	m.size.Store(int32(m.entries.Len()))
+	defer m.mu.Unlock()
+	p := m.entries.Load()
+	if p == nil {
+		return
+	}
+	if _, ok := (*p)[o]; !ok {
+		return
+	}
+	next := make(map[origin]*memorySlot, len(*p))
+	for k, v := range *p {
+		if k != o {
+			next[k] = v
+		}
+	}
+	m.entries.Store(&next)
 }
 
 // live returns the entries that have not expired by now, least recently
 // used first.
 func (m *memory) live(now time.Time) []memoryFileEntry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var live []memoryFileEntry
-	for _, o := range m.entries.Keys() {
-		entry, _ := m.entries.Peek(o)
-		if now.Before(entry.expires) {
-			live = append(live, memoryFileEntry{
-				Origin: o.String(), Host: o.vhost, Protocol: entry.via.demands(), Expires: entry.expires.UTC(),
-			})
+	p := m.entries.Load()
+	if p == nil {
+		return nil
+	}
+	type liveEntry struct {
+		o    origin
+		e    *memorySlot
+		used uint64
+	}
+	var entries []liveEntry
+	for o, e := range *p {
+		if now.Before(e.expires) {
+			entries = append(entries, liveEntry{o, e, e.used.Load()})
+		}
+	}
+	slices.SortFunc(entries, func(a, b liveEntry) int { return cmp.Compare(a.used, b.used) })
+	live := make([]memoryFileEntry, len(entries))
+	for i, le := range entries {
+		live[i] = memoryFileEntry{
+			Origin: le.o.String(), Host: le.o.vhost, Protocol: le.e.via.demands(), Expires: le.e.expires.UTC(),
 		}
 	}
 	return live

@@ -102,7 +102,8 @@ type Transport struct {
 	memoryOnce sync.Once
 	mem        atomic.Pointer[memory] // nil until something is learned or imported (memory.go)
 
-	now func() time.Time // the clock; nil means time.Now (tests set it)
+	now    func() time.Time // the clock; nil means time.Now (tests set it)
+	coarse coarseClock      // the time for checks on every request (clock.go)
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -126,13 +127,6 @@ func (t *Transport) floor() uint16 {
 		return t.MinTLSVersion
 	}
 	return tls.VersionTLS12
-}
-
-func (t *Transport) clock() time.Time {
-	if t.now != nil {
-		return t.now()
-	}
-	return time.Now()
 }
 
 // transportRequest is one call of RoundTrip, carried through every step
@@ -241,7 +235,7 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 		return candidate{}, false
 	}
 	r.origin = originOf(r.req)
-	via, ok := m.lookup(r.origin, t.clock())
+	via, ok := m.lookup(r.origin, t.recent())
 	if !ok {
 		return candidate{}, false
 	}
