@@ -59,7 +59,7 @@ const abbaBlock = 1500 * time.Microsecond
 // wrapped/bare (medratio) with a bootstrap 95 % interval (lo, hi), and each
 // side's ns per unit of work. Run it pinned: -cpu 1 under taskset
 // (scripts/bench).
-func measureAB(b *testing.B, bare, wrapped func()) {
+func measureAB(b *testing.B, bare, wrapped func()) (bareNS, wrappedNS float64) {
 	bare()
 	wrapped() // warm: connections, memory
 	perBlock := 0
@@ -90,8 +90,10 @@ func measureAB(b *testing.B, bare, wrapped func()) {
 	b.ReportMetric(med, "medratio")
 	b.ReportMetric(lo, "lo")
 	b.ReportMetric(hi, "hi")
-	b.ReportMetric(float64(bareTotal.Nanoseconds())/units, "bare-ns/req")
-	b.ReportMetric(float64(wrappedTotal.Nanoseconds())/units, "upgrade-ns/req")
+	bareNS, wrappedNS = float64(bareTotal.Nanoseconds())/units, float64(wrappedTotal.Nanoseconds())/units
+	b.ReportMetric(bareNS, "bare-ns/req")
+	b.ReportMetric(wrappedNS, "upgrade-ns/req")
+	return bareNS, wrappedNS
 }
 
 // medianInterval returns the median of xs and a 95 % bootstrap interval
@@ -266,68 +268,35 @@ func BenchmarkOverhead(b *testing.B) {
 			tr.inner.get(p.target, func() http.RoundTripper { return fake })
 			tr.memory().put(originOf(req), memoryEntry{via: candidate{offer: Protocol{"X", "1"}, target: p.target}, expires: expires})
 		}
-		for _, parallel := range []bool{false, true} {
-			name := p.name
-			if parallel {
-				name += "-parallel"
+		send := func(rt http.RoundTripper) func() {
+			return func() {
+				resp, _ := rt.RoundTrip(req)
+				resp.Body.Close()
 			}
-			b.Run(name, func(b *testing.B) {
-				bareNS, bareAllocs := fakeCost(req, fake, parallel)
-				b.ResetTimer()
-				b.ReportAllocs()
-				b.SetParallelism(128) // with GOMAXPROCS 2: 256 goroutines
-				start := time.Now()
-				var n int
-				if parallel {
-					b.RunParallel(func(pb *testing.PB) {
-						for pb.Next() {
-							resp, _ := tr.RoundTrip(req)
-							resp.Body.Close()
-						}
-					})
-					n = b.N
-				} else {
-					for b.Loop() {
-						resp, _ := tr.RoundTrip(req)
-						resp.Body.Close()
-						n++
+		}
+		b.Run(p.name, func(b *testing.B) {
+			bareNS, wrappedNS := measureAB(b, send(fake), send(tr))
+			b.ReportMetric(wrappedNS-bareNS, "overhead-ns")
+			b.ReportMetric(testing.AllocsPerRun(1000, send(tr))-testing.AllocsPerRun(1000, send(fake)), "overhead-allocs")
+		})
+		b.Run(p.name+"-parallel", func(b *testing.B) {
+			// A unit is 256 goroutines sending 16 requests each.
+			const goroutines, each = 256, 16
+			inParallel := func(f func()) func() {
+				return func() {
+					var wg sync.WaitGroup
+					for range goroutines {
+						wg.Go(func() {
+							for range each {
+								f()
+							}
+						})
 					}
+					wg.Wait()
 				}
-				ns := float64(time.Since(start).Nanoseconds()) / float64(n)
-				allocs := testing.AllocsPerRun(1000, func() {
-					resp, _ := tr.RoundTrip(req)
-					resp.Body.Close()
-				})
-				b.ReportMetric(ns-bareNS, "overhead-ns")
-				b.ReportMetric(allocs-bareAllocs, "overhead-allocs")
-			})
-		}
+			}
+			bareNS, wrappedNS := measureAB(b, inParallel(send(fake)), inParallel(send(tr)))
+			b.ReportMetric((wrappedNS-bareNS)/(goroutines*each), "overhead-ns")
+		})
 	}
-}
-
-// fakeCost is the time and allocations of one request to fake alone,
-// measured as the benchmark measures the wrapper.
-func fakeCost(req *http.Request, fake http.RoundTripper, parallel bool) (ns, allocs float64) {
-	const n = 200_000
-	one := func() {
-		resp, _ := fake.RoundTrip(req)
-		resp.Body.Close()
-	}
-	start := time.Now()
-	if parallel {
-		var wg sync.WaitGroup
-		for range 256 {
-			wg.Go(func() {
-				for range n / 256 {
-					one()
-				}
-			})
-		}
-		wg.Wait()
-	} else {
-		for range n {
-			one()
-		}
-	}
-	return float64(time.Since(start).Nanoseconds()) / n, testing.AllocsPerRun(1000, one)
 }
