@@ -260,7 +260,7 @@ func BenchmarkOverhead(b *testing.B) {
 		expires := time.Now().Add(time.Hour)
 		if p.full {
 			for i := range defaultMemorySize {
-				o := origin{scheme: "https", host: fmt.Sprintf("other-%04d.test", i), port: "443"}
+				o := origin{secure: true, host: fmt.Sprintf("other-%04d.test", i)}
 				tr.memory().put(o, memoryEntry{via: candidate{offer: Protocol{"HTTP", "2"}, target: target{kind: targetHTTP2}}, expires: expires})
 			}
 		}

@@ -10,8 +10,8 @@ import (
 )
 
 var (
-	originA = origin{scheme: "https", host: "a", port: "443"}
-	originB = origin{scheme: "https", host: "b", port: "443"}
+	originA = origin{secure: true, host: "a"}
+	originB = origin{secure: true, host: "b"}
 )
 
 func TestBrokenMarksDoubleAndClear(t *testing.T) {
@@ -40,7 +40,7 @@ func TestBrokenMarksDoubleAndClear(t *testing.T) {
 	}
 	t.Run("bounded", func(t *testing.T) {
 		for i := range maxBrokenMarks + 100 {
-			b.fail(brokenKeyOf(origin{scheme: "https", host: fmt.Sprint("host", i), port: "443"}, target{kind: targetHTTP3}), clock)
+			b.fail(brokenKeyOf(origin{secure: true, host: fmt.Sprint("host", i)}, target{kind: targetHTTP3}), clock)
 		}
 		if n := b.marks.Len(); n > maxBrokenMarks {
 			t.Errorf("%d marks kept, bound is %d", n, maxBrokenMarks)

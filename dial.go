@@ -180,3 +180,34 @@ func (p throughProxy) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp.Request = req
 	return resp, nil
 }
+
+// openConns counts the connections an inner transport has open, through
+// the dialer it hands out, so that Close can tell when all are gone.
+type openConns struct{ n atomic.Int32 }
+
+// counting wraps dial so that each connection it makes is counted until it
+// is closed. The raw connection is wrapped, beneath any TLS, so net/http
+// still sees a *tls.Conn where it looks for one.
+func (c *openConns) counting(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c.n.Add(1)
+		return &trackedConn{Conn: conn, open: c}, nil
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	open   *openConns
+	closed atomic.Bool
+}
+
+func (c *trackedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.open.n.Add(-1)
+	}
+	return c.Conn.Close()
+}

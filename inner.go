@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -147,4 +148,38 @@ var defaultDialContext = func() dialFunc {
 // values hold.
 func sameFunc(a, b dialFunc) bool {
 	return a != nil && b != nil && *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
+}
+
+// tcpTransport is an inner transport whose connections are counted, so that
+// Close can release the connections busy when it ran once their responses
+// are done. net/http has no hook for that moment, and a wrapper on every
+// response body would cost each request an allocation, so Close looks
+// again at growing intervals until none is open.
+type tcpTransport struct {
+	http.RoundTripper // *http.Transport, or *inbandTransport
+	open              *openConns
+}
+
+// drainFor bounds how long a closed transport keeps looking: a response
+// body the caller never closes holds its connection, as it would in
+// net/http, and needs no timer forever.
+const drainFor = 10 * time.Minute
+
+func (t *tcpTransport) CloseIdleConnections() { closeIdle(t.RoundTripper) }
+
+// Close closes the idle connections now and the busy ones once idle.
+func (t *tcpTransport) Close() error {
+	t.CloseIdleConnections()
+	t.drain(time.Now().Add(drainFor), 10*time.Millisecond)
+	return nil
+}
+
+func (t *tcpTransport) drain(until time.Time, every time.Duration) {
+	if t.open.n.Load() == 0 || time.Now().After(until) {
+		return
+	}
+	time.AfterFunc(every, func() {
+		t.CloseIdleConnections()
+		t.drain(until, min(2*every, time.Second))
+	})
 }

@@ -229,12 +229,16 @@ func TestOriginKey(t *testing.T) {
 		url, host string
 		want      origin
 	}{
-		{"https://Example.COM/x", "", origin{"https", "example.com", "443", ""}},
-		{"http://example.com/", "", origin{"http", "example.com", "80", ""}},
-		{"https://example.com:8443/", "", origin{"https", "example.com", "8443", ""}},
-		{"https://[::1]:8443/", "", origin{"https", "::1", "8443", ""}},
-		{"https://example.com/", "Example.com", origin{"https", "example.com", "443", ""}},
-		{"https://10.0.0.1/", "www.Example.com", origin{"https", "10.0.0.1", "443", "www.example.com"}},
+		{"https://Example.COM/x", "", origin{true, "example.com", ""}},
+		{"https://example.com:443/x", "", origin{true, "example.com", ""}},
+		{"http://example.com/", "", origin{false, "example.com", ""}},
+		{"http://example.com:80/", "example.com", origin{false, "example.com", ""}},
+		{"https://example.com:8443/", "", origin{true, "example.com:8443", ""}},
+		{"https://[::1]:8443/", "", origin{true, "[::1]:8443", ""}},
+		{"https://[::1]:443/", "", origin{true, "[::1]", ""}},
+		{"https://example.com/", "Example.com", origin{true, "example.com", ""}},
+		{"https://example.com/", "example.com:443", origin{true, "example.com", ""}},
+		{"https://10.0.0.1/", "www.Example.com", origin{true, "10.0.0.1", "www.example.com"}},
 	}
 	for _, tt := range tests {
 		req, _ := http.NewRequest("GET", tt.url, nil)
@@ -400,7 +404,7 @@ func BenchmarkMemory(b *testing.B) {
 			runtime.GC()
 			runtime.ReadMemStats(&before)
 			for i := range defaultMemorySize {
-				tr.memory().put(origin{scheme: "https", host: fmt.Sprintf("host-%04d.example.com", i), port: "443"}, memoryEntry{via: via, expires: time.Now().Add(time.Hour)})
+				tr.memory().put(origin{secure: true, host: fmt.Sprintf("host-%04d.example.com", i)}, memoryEntry{via: via, expires: time.Now().Add(time.Hour)})
 			}
 			runtime.GC()
 			runtime.ReadMemStats(&after)
@@ -411,7 +415,7 @@ func BenchmarkMemory(b *testing.B) {
 	b.Run("lookup", func(b *testing.B) {
 		tr := &Transport{}
 		for i := range defaultMemorySize {
-			tr.memory().put(origin{scheme: "https", host: fmt.Sprintf("host-%04d.example.com", i), port: "443"}, memoryEntry{via: via, expires: time.Now().Add(time.Hour)})
+			tr.memory().put(origin{secure: true, host: fmt.Sprintf("host-%04d.example.com", i)}, memoryEntry{via: via, expires: time.Now().Add(time.Hour)})
 		}
 		req := &http.Request{URL: &url.URL{Scheme: "https", Host: "host-0042.example.com"}, Host: "host-0042.example.com"}
 		b.ReportAllocs()

@@ -6,38 +6,57 @@ import (
 	"strings"
 )
 
-// origin identifies a server for what is learned about it: the
-// URL's scheme, host (lower-cased) and port (default filled in). A Host
-// header other than the URL's names another virtual server behind the same
-// address, so it is part of the key. Built from the request's own strings,
-// a key costs no allocation unless a host needs lower-casing.
+// origin identifies a server for what is learned about it: the URL's
+// scheme and host:port, lower-cased, the scheme's default port left out so
+// that "https://h" and "https://h:443" are one origin. A Host header other
+// than the URL's names another virtual server behind the same address, so
+// it is part of the key. Built from the request's own strings, a key costs
+// no allocation unless a host needs lower-casing, and hashes two strings.
 type origin struct {
-	scheme, host, port string
-	vhost              string // the Host header when it differs from the URL's
+	secure bool   // https://
+	host   string // host[:port], the default port left out
+	vhost  string // the Host header, likewise, when it differs
 }
 
 func originOf(req *http.Request) origin {
-	o := origin{
-		scheme: req.URL.Scheme,
-		host:   strings.ToLower(req.URL.Hostname()),
-		port:   req.URL.Port(),
-	}
-	if o.port == "" {
-		o.port = defaultPort(o.scheme)
-	}
-	if req.Host != "" && !strings.EqualFold(req.Host, req.URL.Host) {
-		o.vhost = strings.ToLower(req.Host)
+	o := origin{secure: req.URL.Scheme == "https"}
+	o.host = canonicalHost(req.URL.Host, o.secure)
+	if req.Host != "" && req.Host != req.URL.Host {
+		if vhost := canonicalHost(req.Host, o.secure); vhost != o.host {
+			o.vhost = vhost
+		}
 	}
 	return o
 }
 
-// String returns scheme://host:port, as in an Alt-Svc cache.
-func (o origin) String() string {
-	return o.scheme + "://" + net.JoinHostPort(o.host, o.port)
+// canonicalHost lower-cases hostport and drops the scheme's default port.
+func canonicalHost(hostport string, secure bool) string {
+	if secure {
+		hostport = strings.TrimSuffix(hostport, ":443")
+	} else {
+		hostport = strings.TrimSuffix(hostport, ":80")
+	}
+	return strings.ToLower(hostport) // the same string, unless it has upper case
 }
 
-func defaultPort(scheme string) string {
-	if scheme == "https" {
+func (o origin) scheme() string {
+	if o.secure {
+		return "https"
+	}
+	return "http"
+}
+
+// String returns scheme://host:port, as in an Alt-Svc cache.
+func (o origin) String() string {
+	hostport := o.host
+	if _, _, err := net.SplitHostPort(hostport); err != nil {
+		hostport = net.JoinHostPort(strings.Trim(hostport, "[]"), defaultPort(o.secure))
+	}
+	return o.scheme() + "://" + hostport
+}
+
+func defaultPort(secure bool) string {
+	if secure {
 		return "443"
 	}
 	return "80"

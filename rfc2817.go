@@ -118,7 +118,7 @@ func withInbandUpgrade(req *http.Request, upgrade string) *http.Request {
 // newInband builds the transport for tgt from the template: its dialer and
 // limits, the TLS settings of tlsConfig, HTTP/1.1 only, no proxy (the
 // policy refuses in-band TLS when a proxy applies).
-func (t *Transport) newInband(tgt target) *inbandTransport {
+func (t *Transport) newInband(tgt target, open *openConns) *inbandTransport {
 	tr := t.template().Clone()
 	cfg := t.tlsConfig(tr.TLSClientConfig, tgt.minTLS)
 	cfg.NextProtos = []string{"http/1.1"} // the switched connection goes on in HTTP/1.1 (RFC 2817 §3)
@@ -126,7 +126,7 @@ func (t *Transport) newInband(tgt target) *inbandTransport {
 	if timeout <= 0 {
 		timeout = inbandTimeout
 	}
-	u := &inbandUpgrader{dial: plainDialer(tr), tls: cfg, timeout: timeout}
+	u := &inbandUpgrader{dial: open.counting(plainDialer(tr)), tls: cfg, timeout: timeout}
 
 	tr.Proxy = nil
 	tr.GetProxyConnectHeader = nil
@@ -149,7 +149,7 @@ func (it *inbandTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	u := *req.URL
 	u.Scheme = "https"
 	if u.Port() == "" {
-		u.Host = net.JoinHostPort(u.Hostname(), defaultPort("http"))
+		u.Host = net.JoinHostPort(u.Hostname(), defaultPort(false))
 	}
 	upgrade, _ := req.Context().Value(inbandUpgradeKey{}).(string)
 	if upgrade == "" {

@@ -92,7 +92,8 @@ func buildTCP(t *Transport, tgt target) http.RoundTripper {
 	// template's dialer and the TLS settings below, so that a failure before
 	// any request left is known as such (dial.go). A custom TLS dialer of
 	// Base's is therefore not inherited.
-	dial := plainDialer(template)
+	open := new(openConns)
+	dial := open.counting(plainDialer(template))
 	tr.DialContext = markConnectErrors(dial)
 	tr.Dial = nil    //lint:ignore SA1019 clearing the deprecated field is the point
 	tr.DialTLS = nil //lint:ignore SA1019 clearing the deprecated field is the point
@@ -123,12 +124,15 @@ func buildTCP(t *Transport, tgt target) http.RoundTripper {
 		tr.Proxy = proxies.recording(template.Proxy)
 	}
 	tr.DialTLSContext = dialTLS(dial, cfg.Clone(), template.TLSHandshakeTimeout, wantALPN, proxies)
-	return tr
+	return &tcpTransport{RoundTripper: tr, open: open}
 }
 
 func buildHTTP3(t *Transport, _ target) http.RoundTripper { return t.newHTTP3() }
 
-func buildInband(t *Transport, tgt target) http.RoundTripper { return t.newInband(tgt) }
+func buildInband(t *Transport, tgt target) http.RoundTripper {
+	open := new(openConns)
+	return &tcpTransport{RoundTripper: t.newInband(tgt, open), open: open}
+}
 
 // tlsConfig returns the TLS settings for an upgraded transport: the
 // caller's (Transport.TLSClientConfig, else the one inherited from Base)

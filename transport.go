@@ -427,19 +427,20 @@ func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, er
 		rt = throughProxy{rt}
 	}
 	resp, err := rt.RoundTrip(out)
-	if err == nil {
-		resp.Body = &releasingBody{ReadCloser: resp.Body, t: t, rt: rt}
+	if h, ok := rt.(*http3Transport); ok && err == nil {
+		resp.Body = &releasingBody{ReadCloser: resp.Body, t: t, h: h}
 	}
 	return resp, err
 }
 
-// releasingBody lets a connection that was busy when Close ran go when its
-// response is done: CloseIdleConnections alone leaves it pooled (h2c keeps
-// it), and HTTP/3 shuts down only when its last response is closed.
+// releasingBody tells the HTTP/3 transport when a response is done: quic-go
+// counts a connection idle once RoundTrip has returned, so closing idle
+// connections (or the transport, at Close) must wait for the responses
+// still being read.
 type releasingBody struct {
 	io.ReadCloser
 	t      *Transport
-	rt     http.RoundTripper
+	h      *http3Transport
 	closed atomic.Bool
 }
 
@@ -448,11 +449,9 @@ func (b *releasingBody) Close() error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return err
 	}
-	if h, ok := b.rt.(*http3Transport); ok {
-		h.requestDone()
-	}
+	b.h.requestDone()
 	if b.t.closed.Load() {
-		closeIdle(b.rt)
+		closeIdle(b.h)
 	}
 	return err
 }
