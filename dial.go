@@ -63,7 +63,8 @@ func markConnectErrors(dial dialFunc) dialFunc {
 // http.Transport, so that a handshake failure is known to come first. A
 // server that does not agree to wantALPN (when set) fails the same way.
 // net/http also calls it for an https:// proxy: to one of proxies, it
-// speaks plain TLS with no ALPN, as net/http would.
+// speaks TLS as Base would, with Base's settings and no ALPN; the origin's
+// demand is not the proxy's.
 func dialTLS(dial dialFunc, cfg *tls.Config, handshakeTimeout time.Duration, wantALPN string, proxies *proxyAddrs) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)
@@ -71,14 +72,13 @@ func dialTLS(dial dialFunc, cfg *tls.Config, handshakeTimeout time.Duration, wan
 			return nil, &connectError{err}
 		}
 		conf, want := cfg, wantALPN
-		if toProxy := proxies.has(addr); toProxy || conf.ServerName == "" {
-			host, _, _ := net.SplitHostPort(addr)
+		host, _, _ := net.SplitHostPort(addr)
+		switch {
+		case proxies.has(addr):
+			conf, want = proxies.tlsConfig(host), ""
+		case conf.ServerName == "":
 			conf = cfg.Clone()
-			if toProxy {
-				conf.ServerName, conf.NextProtos, want = host, nil, ""
-			} else {
-				conf.ServerName = host
-			}
+			conf.ServerName = host
 		}
 		if handshakeTimeout > 0 {
 			var cancel context.CancelFunc
@@ -99,8 +99,25 @@ func dialTLS(dial dialFunc, cfg *tls.Config, handshakeTimeout time.Duration, wan
 }
 
 // proxyAddrs remembers the https:// proxies a transport's Proxy func named,
-// so dialTLS can tell a proxy from an origin.
-type proxyAddrs struct{ addrs sync.Map }
+// so dialTLS can tell a proxy from an origin, and how Base speaks TLS to
+// them.
+type proxyAddrs struct {
+	addrs sync.Map
+	tls   *tls.Config // Base's own, cloned; nil means crypto/tls defaults
+}
+
+// tlsConfig is the TLS config for the proxy at host, as net/http makes it.
+func (p *proxyAddrs) tlsConfig(host string) *tls.Config {
+	cfg := &tls.Config{}
+	if p.tls != nil {
+		cfg = p.tls.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	cfg.NextProtos = nil
+	return cfg
+}
 
 // recording wraps proxy so that every https:// proxy it returns is noted.
 func (p *proxyAddrs) recording(proxy func(*http.Request) (*url.URL, error)) func(*http.Request) (*url.URL, error) {
@@ -210,4 +227,53 @@ func (c *trackedConn) Close() error {
 		c.open.n.Add(-1)
 	}
 	return c.Conn.Close()
+}
+
+// baseTLSDialer returns Base's own TLS dialer, if it has one.
+func baseTLSDialer(tr *http.Transport) dialFunc {
+	if tr.DialTLSContext != nil {
+		return tr.DialTLSContext
+	}
+	//lint:ignore SA1019 inherited as http.Transport itself would use it
+	if dial := tr.DialTLS; dial != nil {
+		return func(_ context.Context, network, addr string) (net.Conn, error) { return dial(network, addr) }
+	}
+	return nil
+}
+
+// checkedTLS dials with Base's own TLS dialer and fails, before any request
+// left, a connection that does not meet the demand: a TLS version below
+// minTLS, an ALPN other than wantALPN (when set), or a connection whose TLS
+// state cannot be seen.
+func checkedTLS(dial dialFunc, minTLS uint16, wantALPN string) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, &connectError{err}
+		}
+		tc, ok := conn.(interface{ ConnectionState() tls.ConnectionState })
+		if !ok {
+			conn.Close()
+			return nil, &connectError{fmt.Errorf("upgrade: Base's DialTLSContext made a %T, whose TLS cannot be checked", conn)}
+		}
+		state := tc.ConnectionState()
+		if !state.HandshakeComplete {
+			if hs, ok := conn.(interface{ HandshakeContext(context.Context) error }); ok {
+				if err := hs.HandshakeContext(ctx); err != nil {
+					conn.Close()
+					return nil, &connectError{err}
+				}
+				state = tc.ConnectionState()
+			}
+		}
+		switch {
+		case state.Version < minTLS:
+			conn.Close()
+			return nil, &connectError{fmt.Errorf("upgrade: Base's DialTLSContext made %s, the demand is %s or later", tls.VersionName(state.Version), tls.VersionName(minTLS))}
+		case wantALPN != "" && state.NegotiatedProtocol != wantALPN:
+			conn.Close()
+			return nil, &connectError{fmt.Errorf("upgrade: Base's DialTLSContext negotiated ALPN %q, not %q", state.NegotiatedProtocol, wantALPN)}
+		}
+		return conn, nil
+	}
 }

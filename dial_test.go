@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -147,6 +148,81 @@ func TestProxiedHandshakeFailureIsBeforeTheRequest(t *testing.T) {
 		}
 		if n := s.Count(); n != 1 {
 			t.Errorf("server saw %d requests, want 1 (through Base)", n)
+		}
+	})
+}
+
+// Behind an https:// proxy, the handshake with the proxy is Base's own:
+// its settings and roots, not the origin's raised TLS minimum.
+func TestHTTPSProxyHandshakeIsBases(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireTLS13, Upgrade: []string{"TLS/1.3"}})
+	cert, err := s.CA().ServerCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startConnectProxy(t, &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS12})
+	base := legacyBase(t, s.CertPool())
+	base.Proxy = http.ProxyURL(proxy.url)
+	tr := newTransport(t, base)
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatalf("replay through the TLS 1.2 proxy Base itself uses: %v", err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.TLS == nil || resp.TLS.Version != tls.VersionTLS13 {
+		t.Errorf("got %d, want 200 over TLS 1.3 to the origin", resp.StatusCode)
+	}
+}
+
+// Base's DialTLSContext is how a caller routes TLS (a pinned address, a
+// tunnel, pinned certificates): the upgraded HTTP/2 and TLS transports dial
+// through it, and HTTP/3 is not chosen around it without DirectHTTP3.
+func TestBaseTLSDialerIsTheRoute(t *testing.T) {
+	newBase := func(t *testing.T, s *testserver.Server, calls *atomic.Int32) *http.Transport {
+		base := legacyBase(t, s.CertPool())
+		cfg := base.TLSClientConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		base.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			calls.Add(1)
+			conn, err := new(net.Dialer).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			c := cfg.Clone()
+			c.ServerName, _, _ = net.SplitHostPort(addr)
+			tc := tls.Client(conn, c)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return tc, nil
+		}
+		return base
+	}
+	t.Run("h2", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+		var calls atomic.Int32
+		tr := newTransport(t, newBase(t, s, &calls))
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err == nil {
+			readAll(t, resp)
+		}
+		if err == nil && resp.StatusCode == 200 && calls.Load() < 2 {
+			t.Errorf("replay answered %d over %s, but Base's DialTLSContext dialed %d of 2 TLS connections: the upgrade went around it",
+				resp.StatusCode, resp.Proto, calls.Load())
+		}
+	})
+	t.Run("h3", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}})
+		var calls atomic.Int32
+		tr := newTransport(t, newBase(t, s, &calls))
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.Proto == "HTTP/3.0" {
+			t.Errorf("HTTP/3 chosen around Base's DialTLSContext without DirectHTTP3; want ErrOwnDialer and the 426")
 		}
 	})
 }

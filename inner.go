@@ -127,7 +127,7 @@ func (t *Transport) ownDialer() bool {
 		return false
 	}
 	//lint:ignore SA1019 a Dial of Base's is its routing as much as a DialContext
-	if template.Dial != nil {
+	if template.Dial != nil || baseTLSDialer(template) != nil {
 		return true
 	}
 	return template.DialContext != nil && !sameFunc(template.DialContext, defaultDialContext)

@@ -223,6 +223,10 @@ func hasHopByHop(h http.Header) bool {
 // (RFC 9110 §7.6.1); HTTP/2 and HTTP/3 forbid them and Go's h2 client
 // rejects some of them.
 func removeHopByHop(h http.Header) {
+	// A client that sends TE names it in Connection too (RFC 9110
+	// §10.1.4), and "TE: trailers" is what HTTP/2 and HTTP/3 keep (gRPC
+	// needs it): decide on it before the names in Connection go.
+	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
 	for _, line := range h["Connection"] {
 		for name := range strings.SplitSeq(line, ",") {
 			if name = strings.TrimSpace(name); name != "" {
@@ -233,11 +237,8 @@ func removeHopByHop(h http.Header) {
 	for _, name := range hopByHop {
 		delete(h, name)
 	}
-	if te, ok := h["Te"]; ok {
-		if httpguts.HeaderValuesContainsToken(te, "trailers") {
-			h["Te"] = []string{"trailers"}
-		} else {
-			delete(h, "Te")
-		}
+	delete(h, "Te")
+	if trailers {
+		h["Te"] = []string{"trailers"}
 	}
 }

@@ -584,3 +584,25 @@ func TestCloseDuringUpgradeClosesGetBodyBody(t *testing.T) {
 		}
 	}
 }
+
+// "TE: trailers" survives the HTTP/2 and HTTP/3 replay when the request
+// names TE in Connection, as RFC 9110 §10.1.4 asks a client to.
+func TestTETrailersKeptWhenNamedInConnection(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	req := newRequest(t, testContext(t), "POST", s.URL, nil)
+	req.Header.Set("TE", "trailers")
+	req.Header.Set("Connection", "TE")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	seen := s.Requests()
+	if len(seen) != 2 || seen[1].Proto != "HTTP/2.0" {
+		t.Fatalf("server saw %+v", seen)
+	}
+	if got := seen[1].Header.Get("Te"); got != "trailers" {
+		t.Errorf("HTTP/2 replay arrived with TE %q, want \"trailers\" (first attempt had %q)", got, seen[0].Header.Get("Te"))
+	}
+}

@@ -90,8 +90,7 @@ func buildTCP(t *Transport, tgt target) http.RoundTripper {
 	tr := template.Clone()
 	// Upgraded connections are dialed and shaken hands with here, with the
 	// template's dialer and the TLS settings below, so that a failure before
-	// any request left is known as such (dial.go). A custom TLS dialer of
-	// Base's is therefore not inherited.
+	// any request left is known as such (dial.go).
 	open := new(openConns)
 	dial := open.counting(plainDialer(template))
 	tr.DialContext = markConnectErrors(dial)
@@ -120,8 +119,15 @@ func buildTCP(t *Transport, tgt target) http.RoundTripper {
 	tr.TLSClientConfig = cfg // what http.Transport uses itself, through a proxy
 	var proxies *proxyAddrs
 	if template.Proxy != nil {
-		proxies = new(proxyAddrs)
+		proxies = &proxyAddrs{tls: template.Clone().TLSClientConfig} // Clone: net/http's setup writes it first
 		tr.Proxy = proxies.recording(template.Proxy)
+	}
+	if baseTLS := baseTLSDialer(template); baseTLS != nil {
+		// Base's own TLS dialer is its route (a tunnel, a pinned address,
+		// pinned certificates): take it, and check that what it made
+		// meets the demand.
+		tr.DialTLSContext = checkedTLS(baseTLS, cfg.MinVersion, wantALPN)
+		return &tcpTransport{RoundTripper: tr, open: open}
 	}
 	tr.DialTLSContext = dialTLS(dial, cfg.Clone(), template.TLSHandshakeTimeout, wantALPN, proxies)
 	return &tcpTransport{RoundTripper: tr, open: open}

@@ -38,9 +38,9 @@ import (
 type Transport struct {
 	// Base sends every request first. Nil means http.DefaultTransport.
 	// Upgraded transports are cloned from it and inherit its dialer, proxy,
-	// timeouts and TLS settings; a custom TLS dialer (DialTLSContext) is
-	// not inherited, since the upgraded handshake has to use the settings
-	// below. So Base must be an *http.Transport for anything to be
+	// timeouts and TLS settings; over TCP, its own TLS dialer
+	// (DialTLSContext) too, and a connection it makes must then meet the
+	// demand (TLS version, ALPN h2). So Base must be an *http.Transport for anything to be
 	// upgraded: put middleware (tracing, auth, retries) outside this
 	// Transport, where it sees every request, replays included. Any other
 	// Base gets ErrBaseNotTransport on a 426 it would follow, unless

@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -594,4 +595,87 @@ func (b *trailerSetter) Read(p []byte) (int, error) {
 		b.set()
 	}
 	return n, err
+}
+
+// wsEcho answers a WebSocket-style handshake with 101, then echoes one line.
+var wsEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	brw.Flush()
+	line, _ := brw.ReadString('\n')
+	brw.WriteString(line)
+	brw.Flush()
+})
+
+// net/http documents that a 101 response's Body is an io.ReadWriteCloser
+// (WebSocket clients assert it): a handshake replayed over a stricter TLS
+// or in-band TLS keeps a body it can write to.
+func TestWebSocket101BodyStaysWritable(t *testing.T) {
+	forEachPair(t, func(t *testing.T, p upgradePair) {
+		cfg := p.server
+		cfg.Handler = wsEcho
+		s := startServer(t, cfg)
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		req := newRequest(t, testContext(t), "GET", s.URL+"/ws", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("got %d, want 101", resp.StatusCode)
+		}
+		rwc, ok := resp.Body.(io.ReadWriteCloser)
+		if !ok {
+			t.Fatalf("101 body is %T: not an io.ReadWriteCloser, as net/http promises", resp.Body)
+		}
+		io.WriteString(rwc, "ping\n")
+		if line, _ := bufio.NewReader(rwc).ReadString('\n'); line != "ping\n" {
+			t.Errorf("echo %q", line)
+		}
+	}, targetTLS, targetInbandTLS)
+}
+
+// Close releases an upgraded HTTP/2 connection through a proxy that was
+// busy when it ran, once its response is done.
+func TestCloseReleasesProxiedConnections(t *testing.T) {
+	forEachPair(t, func(t *testing.T, p upgradePair) {
+		release := make(chan struct{})
+		cfg := p.server
+		cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "o")
+			w.(http.Flusher).Flush()
+			<-release
+			io.WriteString(w, "k\n")
+		})
+		s := startServer(t, cfg)
+		proxy := startConnectProxy(t, nil)
+		var conns connCounter
+		base := legacyBase(t, s.CertPool())
+		base.Proxy = http.ProxyURL(proxy.url)
+		base.DialContext = conns.DialContext
+		tr := &Transport{Base: base}
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		if body := readAll(t, resp); body != "ok\n" {
+			t.Fatalf("got %q", body)
+		}
+		conns.waitAllClosed(t) // fails: the replay's tunnel is still open
+		for _, rt := range tr.inner.all() {
+			closeIdle(rt)
+		}
+	}, targetHTTP2) // HTTP/1.1 is saved by net/http's closeIdle flag; HTTP/2's pool has none
 }
