@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -81,6 +82,16 @@ func readAll(t testing.TB, resp *http.Response) string {
 	return string(b)
 }
 
+// drain reads and closes resp's body, for goroutines other than the
+// test's, which must not call readAll's t.Fatalf.
+func drain(resp *http.Response) error {
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return fmt.Errorf("reading body: %w", err)
+	}
+	return nil
+}
+
 // recorder is a Trace that keeps what it was told.
 type recorder struct {
 	mu       sync.Mutex // guards the fields below
@@ -108,6 +119,54 @@ func (r *recorder) reason(t testing.TB) error {
 		t.Fatalf("%d decisions traced, want 1", len(r.decided))
 	}
 	return r.decided[0].Reason
+}
+
+// errorCap reports the failures of many requests, from any goroutine: the
+// first few as they come, then, when the test ends, one line with how many
+// more there were. A herd that fails as a whole says so in a few lines,
+// not in a thousand.
+type errorCap struct {
+	t testing.TB
+
+	mu    sync.Mutex // guards the fields below
+	first string     // the first failure, to name the kind in the summary
+	shown int
+	more  int
+}
+
+// errorsShown is how many failures an errorCap reports in full.
+const errorsShown = 5
+
+func capErrors(t testing.TB) *errorCap {
+	c := &errorCap{t: t}
+	t.Cleanup(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.more > 0 {
+			t.Errorf("… and %d more failures (%d in all), the first: %s", c.more, c.shown+c.more, c.first)
+		}
+	})
+	return c
+}
+
+func (c *errorCap) Errorf(format string, args ...any) {
+	c.t.Helper()
+	c.Error(fmt.Sprintf(format, args...))
+}
+
+func (c *errorCap) Error(args ...any) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.shown == errorsShown {
+		c.more++
+		return
+	}
+	if c.shown == 0 {
+		c.first = fmt.Sprint(args...)
+	}
+	c.shown++
+	c.t.Error(args...)
 }
 
 // countingBody is a request body without GetBody that counts its Closes.
