@@ -235,7 +235,7 @@ func TestReviewTrickleDrainTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	readAll(t, resp)
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > promptly {
 		t.Errorf("replay delayed %v by a trickling 426", d)
 	}
 }

@@ -87,7 +87,7 @@ func checkClosedSettle(t testing.TB, settle time.Duration, sent ...*sentBody) {
 		bodies = append(bodies, b.bodies...)
 		b.mu.Unlock()
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience)
 	for _, body := range bodies {
 		for body.closes.Load() == 0 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
@@ -194,7 +194,7 @@ type hostileCase struct {
 	// oneShot, sent with "Expect: 100-continue" when expect100.
 	oneShot, expect100 bool
 
-	// bound is the request's context; 3 s when zero.
+	// bound is the request's context; patience when zero.
 	bound time.Duration
 	// cancelAfter, when set, cancels the request that long after the
 	// event cancelOn names ("426", "replay") happens.
@@ -213,7 +213,8 @@ type hostileCase struct {
 	// left out.
 	wantReason  func(error) bool
 	wantSkipped []error
-	// maxElapsed, when set, is a tighter bound than the context's.
+	// maxElapsed, when set, is a tighter bound than the context's:
+	// promptly, for a call that must end at once.
 	maxElapsed time.Duration
 
 	// What the server sees: requests on the wire other than the in-band
@@ -254,7 +255,7 @@ func runHostile(t *testing.T, tc hostileCase) hostileResult {
 	data := randomBytes(64 << 10)
 	bound := tc.bound
 	if bound == 0 {
-		bound = 3 * time.Second
+		bound = patience
 	}
 	ctx, cancelBound := context.WithTimeout(t.Context(), bound)
 	defer cancelBound()
@@ -289,7 +290,7 @@ func runHostile(t *testing.T, tc hostileCase) hostileResult {
 	expired := ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded)
 
 	// Within bounds.
-	if res.elapsed > bound+500*time.Millisecond {
+	if res.elapsed > bound+promptly {
 		t.Errorf("RoundTrip took %v, bound %v", res.elapsed, bound)
 	}
 	if expired && !tc.wantDeadline {
@@ -489,11 +490,11 @@ func TestHostile426Body(t *testing.T) {
 		maxDrawn int64
 	}{
 		{hostileCase{name: "endless body, HTTP/2 offered", server: testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Refuse: testserver.EndlessBody("HTTP/2")},
-			wantStatus: 200, wantProto: "HTTP/2.0", wantRequests: 2, wantServed: 1, maxElapsed: time.Second}, drainLimit + 16<<10},
+			wantStatus: 200, wantProto: "HTTP/2.0", wantRequests: 2, wantServed: 1, maxElapsed: promptly}, drainLimit + 16<<10},
 		{hostileCase{name: "one byte a second, HTTP/2 offered", server: testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Refuse: testserver.TrickleBody("HTTP/2", time.Second)},
-			wantStatus: 200, wantProto: "HTTP/2.0", wantRequests: 2, wantServed: 1, maxElapsed: time.Second}, 1},
+			wantStatus: 200, wantProto: "HTTP/2.0", wantRequests: 2, wantServed: 1, maxElapsed: promptly}, 1},
 		{hostileCase{name: "endless body, every offer fails", server: testserver.Config{TLS: true, HTTP1Only: true, Require: testserver.RequireHTTP2, Refuse: testserver.EndlessBody("HTTP/2")},
-			wantErr: anyUpgradeError, wantRequests: 1, maxElapsed: time.Second,
+			wantErr: anyUpgradeError, wantRequests: 1, maxElapsed: promptly,
 			check: func(t *testing.T, _ *Transport, _ *http.Response, err error) {
 				var ue *UpgradeError
 				if errors.As(err, &ue) {
@@ -503,7 +504,7 @@ func TestHostile426Body(t *testing.T) {
 				}
 			}}, drainLimit + 16<<10},
 		{hostileCase{name: "endless body, nothing usable", server: testserver.Config{TLS: true, Require: testserver.RefuseAll, Refuse: testserver.EndlessBody("websocket")},
-			wantStatus: 426, wantRequests: 1, maxElapsed: 500 * time.Millisecond}, 0},
+			wantStatus: 426, wantRequests: 1, maxElapsed: promptly}, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -559,7 +560,7 @@ func TestHostileBrokenConnection(t *testing.T) {
 				// whether it raced the broken 426 out is not left to chance.
 				expect100: true,
 				// The replay waits at most the drain bound for a body held open.
-				maxElapsed: time.Second,
+				maxElapsed: promptly,
 			}
 			if shape.replayed {
 				tc.wantStatus, tc.wantProto, tc.wantRequests, tc.wantServed = 200, "HTTP/2.0", 2, 1
@@ -780,7 +781,7 @@ func TestHostileStreamingBody(t *testing.T) {
 			base := legacyBase(t, s.CertPool())
 			base.ExpectContinueTimeout = 5 * time.Second
 			tr := newTransport(t, base)
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), patience)
 			defer cancel()
 			body := newStreamBody(size)
 			req := newRequest(t, ctx, "PUT", s.URL, body)
@@ -882,7 +883,7 @@ func TestHostileGetBody(t *testing.T) {
 			cfg.Handler = countHandler(&handled, nil)
 			s := startServer(t, cfg)
 			tr := newTransport(t, legacyBase(t, s.CertPool()))
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), patience)
 			defer cancel()
 			var rec recorder
 			sent := newSentBody(data)
@@ -902,7 +903,7 @@ func TestHostileGetBody(t *testing.T) {
 
 			start := time.Now()
 			resp, err := tr.RoundTrip(req)
-			if elapsed := time.Since(start); elapsed > 2*time.Second || ctx.Err() != nil {
+			if elapsed := time.Since(start); elapsed > promptly || ctx.Err() != nil {
 				t.Errorf("took %v", elapsed)
 			}
 			status := 0
@@ -981,7 +982,7 @@ func TestHostileCancel(t *testing.T) {
 			cancelOn: "replay", cancelAfter: 200 * time.Millisecond, wantErr: canceled, wantRequests: 2, wantServed: 1},
 	}
 	for _, tc := range tests {
-		tc.maxElapsed = time.Second
+		tc.maxElapsed = promptly
 		t.Run(tc.name, func(t *testing.T) { runHostile(t, tc) })
 	}
 }
@@ -1083,7 +1084,7 @@ func TestHostileHerd(t *testing.T) {
 			<-start
 			// Each request's bound runs from the start of the herd: the
 			// 1000 share two cores under -race, so the last ones wait.
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), patience)
 			defer cancel()
 			var req *http.Request
 			if sent == nil {
@@ -1168,7 +1169,7 @@ func TestHostileIntegrity(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for j := range jobs {
-				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				ctx, cancel := context.WithTimeout(t.Context(), patience)
 				body := newSentBody(j.data)
 				mu.Lock()
 				sent = append(sent, body)

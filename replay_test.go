@@ -250,7 +250,7 @@ func TestDrainIsBounded(t *testing.T) {
 			})
 			s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Refuse: refuse})
 			tr := newTransport(t, legacyBase(t, s.CertPool()))
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), patience)
 			defer cancel()
 
 			resp, err := tr.RoundTrip(newRequest(t, ctx, "GET", s.URL, nil))
