@@ -33,8 +33,11 @@ const (
 	patience = time.Minute
 	// promptly is how long a call may take that must end "at once" (at a
 	// deadline, a cancel, a drain bound): well below the bounds that would
-	// end it otherwise (patience, in-band TLS's 10 s).
+	// end it otherwise (patience, in-band TLS's 10 s, quicSetup).
 	promptly = 5 * time.Second
+	// quicSetup is the HTTP3HandshakeTimeout of tests that do not test that
+	// bound: a QUIC handshake starved of CPU is slow, not a broken network.
+	quicSetup = 30 * time.Second
 )
 
 // startServer starts a fresh loopback server that lives as long as the test.
@@ -61,9 +64,10 @@ func legacyBase(t testing.TB, roots *x509.CertPool) *http.Transport {
 	return base
 }
 
-// newTransport wraps base and closes the result when the test ends.
+// newTransport wraps base and closes the result when the test ends. Its
+// HTTP/3 setup bound is quicSetup; tests of that bound set their own.
 func newTransport(t testing.TB, base http.RoundTripper) *Transport {
-	tr := &Transport{Base: base}
+	tr := &Transport{Base: base, HTTP3HandshakeTimeout: quicSetup}
 	t.Cleanup(func() { tr.Close() })
 	return tr
 }

@@ -131,7 +131,7 @@ func TestCloseLetsHTTP3ResponseFinish(t *testing.T) {
 		io.WriteString(w, "part2\n")
 	})
 	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"h3"}, Handler: slow})
-	tr := &Transport{Base: legacyBase(t, s.CertPool())}
+	tr := &Transport{Base: legacyBase(t, s.CertPool()), HTTP3HandshakeTimeout: quicSetup}
 	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestWarmStartDoesNotRaceBase(t *testing.T) {
 	errs := capErrors(t)
 	for range 10 {
 		base := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h3.CertPool()}, ForceAttemptHTTP2: true}
-		tr := &Transport{Base: base}
+		tr := &Transport{Base: base, HTTP3HandshakeTimeout: quicSetup}
 		warm := `{"version":1,"entries":[{"origin":"` + h3.URL + `","protocol":"h3","expires":"2999-01-01T00:00:00Z"}]}`
 		if n, _, err := tr.ImportMemory(strings.NewReader(warm)); err != nil || n != 1 {
 			t.Fatal(n, err)
