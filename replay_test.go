@@ -311,12 +311,13 @@ func TestInheritsDialerAndProxy(t *testing.T) {
 		slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-r.Context().Done():
-			case <-time.After(2 * time.Second):
+			case <-time.After(patience):
 			}
 		})
 		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}, Handler: slow})
 		base := legacyBase(t, s.CertPool())
-		base.ResponseHeaderTimeout = 50 * time.Millisecond
+		// Long enough for the 426 on a slow machine; the replay gets no answer.
+		base.ResponseHeaderTimeout = 500 * time.Millisecond
 		tr := newTransport(t, base)
 		_, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
 		if !isTimeout(err) || s.Count() != 2 {
