@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -23,6 +24,22 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
+
+// Time bounds for a loaded machine: CI runs this suite on two cores beside
+// other work, under -race. A test may bound time, but what it expects to
+// succeed gets far more than it needs, so that a busy machine is slow, not
+// red; a wait that succeeds ends at once, whatever its bound.
+const (
+	// patience bounds a request, or a wait for something, that must succeed.
+	patience = time.Minute
+	// promptly is how long a call may take that must end "at once" (at a
+	// deadline, a cancel, a drain bound): well below the bounds that would
+	// end it otherwise (patience, in-band TLS's 10 s, quicSetup).
+	promptly = 5 * time.Second
+	// quicSetup is the HTTP3HandshakeTimeout of tests that do not test that
+	// bound: a QUIC handshake starved of CPU is slow, not a broken network.
+	quicSetup = 30 * time.Second
+)
 
 // startServer starts a fresh loopback server that lives as long as the test.
 func startServer(t testing.TB, cfg testserver.Config) *testserver.Server {
@@ -80,16 +97,17 @@ func legacyBase(t testing.TB, roots *x509.CertPool) *http.Transport {
 	return base
 }
 
-// newTransport wraps base and closes the result when the test ends.
+// newTransport wraps base and closes the result when the test ends. Its
+// HTTP/3 setup bound is quicSetup; tests of that bound set their own.
 func newTransport(t testing.TB, base http.RoundTripper) *Transport {
-	tr := &Transport{Base: base}
+	tr := &Transport{Base: base, HTTP3HandshakeTimeout: quicSetup}
 	t.Cleanup(func() { tr.Close() })
 	return tr
 }
 
 // testContext bounds every request a test makes.
 func testContext(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -112,6 +130,16 @@ func readAll(t testing.TB, resp *http.Response) string {
 		t.Fatalf("reading body: %v", err)
 	}
 	return string(b)
+}
+
+// drain reads and closes resp's body, for goroutines other than the
+// test's, which must not call readAll's t.Fatalf.
+func drain(resp *http.Response) error {
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return fmt.Errorf("reading body: %w", err)
+	}
+	return nil
 }
 
 // recorder is a Trace that keeps what it was told.
@@ -143,6 +171,54 @@ func (r *recorder) reason(t testing.TB) error {
 	return r.decided[0].Reason
 }
 
+// errorCap reports the failures of many requests, from any goroutine: the
+// first few as they come, then, when the test ends, one line with how many
+// more there were. A herd that fails as a whole says so in a few lines,
+// not in a thousand.
+type errorCap struct {
+	t testing.TB
+
+	mu    sync.Mutex // guards the fields below
+	first string     // the first failure, to name the kind in the summary
+	shown int
+	more  int
+}
+
+// errorsShown is how many failures an errorCap reports in full.
+const errorsShown = 5
+
+func capErrors(t testing.TB) *errorCap {
+	c := &errorCap{t: t}
+	t.Cleanup(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.more > 0 {
+			t.Errorf("… and %d more failures (%d in all), the first: %s", c.more, c.shown+c.more, c.first)
+		}
+	})
+	return c
+}
+
+func (c *errorCap) Errorf(format string, args ...any) {
+	c.t.Helper()
+	c.Error(fmt.Sprintf(format, args...))
+}
+
+func (c *errorCap) Error(args ...any) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.shown == errorsShown {
+		c.more++
+		return
+	}
+	if c.shown == 0 {
+		c.first = fmt.Sprint(args...)
+	}
+	c.shown++
+	c.t.Error(args...)
+}
+
 // countingBody is a request body without GetBody that counts its Closes.
 type countingBody struct {
 	r      io.Reader
@@ -162,7 +238,7 @@ func (b *countingBody) waitCloses(t testing.TB) {
 // waitClosedOnce waits until closes is not zero, then checks it is one.
 func waitClosedOnce(t testing.TB, closes *atomic.Int32, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience)
 	for closes.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
@@ -204,7 +280,7 @@ func (c *countedConn) Close() error {
 // waitAllClosed waits for every counted connection to be closed.
 func (c *connCounter) waitAllClosed(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience)
 	for c.open.Load() != 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}

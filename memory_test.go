@@ -189,27 +189,24 @@ func TestMemoryUnderAHerd(t *testing.T) {
 		t.Helper()
 		start := make(chan struct{})
 		var wg sync.WaitGroup
-		errs := make(chan error, n)
+		errs := capErrors(t)
 		for range n {
 			wg.Go(func() {
 				<-start
 				resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
 				if err != nil {
-					errs <- err
+					errs.Error(err)
 					return
 				}
-				readAll(t, resp)
-				if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
-					errs <- fmt.Errorf("%d over %s", resp.StatusCode, resp.Proto)
+				if err := drain(resp); err != nil {
+					errs.Error(err)
+				} else if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+					errs.Errorf("%d over %s", resp.StatusCode, resp.Proto)
 				}
 			})
 		}
 		close(start)
 		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
 	}
 
 	herd(500)
@@ -366,28 +363,27 @@ func TestMemoryManyOriginsConcurrently(t *testing.T) {
 		cfg.CA = ca
 		origins[i] = strictServer{startServer(t, cfg), d.wantProto}
 	}
-	tr := newTransport(t, legacyBase(t, ca.CertPool()))
+	base := legacyBase(t, ca.CertPool())
+	base.MaxConnsPerHost = 8 // 1000 requests queue on 50 origins instead of opening 1000 sockets
+	tr := newTransport(t, base)
 	var wg sync.WaitGroup
-	errs := make(chan error, 1000)
+	errs := capErrors(t)
 	for i := range 1000 {
 		o := origins[i%len(origins)]
 		wg.Go(func() {
 			resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", o.s.URL, nil))
 			if err != nil {
-				errs <- err
+				errs.Errorf("%s: %v", o.s.URL, err)
 				return
 			}
-			readAll(t, resp)
-			if resp.StatusCode != 200 || resp.Proto != o.wantProto {
-				errs <- fmt.Errorf("%s: %d over %s, want 200 over %s", o.s.URL, resp.StatusCode, resp.Proto, o.wantProto)
+			if err := drain(resp); err != nil {
+				errs.Errorf("%s: %v", o.s.URL, err)
+			} else if resp.StatusCode != 200 || resp.Proto != o.wantProto {
+				errs.Errorf("%s: %d over %s, want 200 over %s", o.s.URL, resp.StatusCode, resp.Proto, o.wantProto)
 			}
 		})
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
 	if n := tr.inner.built.Load(); n != 4 {
 		t.Errorf("%d inner transports built, want 4 (one per kind)", n)
 	}

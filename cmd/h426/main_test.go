@@ -30,8 +30,10 @@ func TestDemo(t *testing.T) {
 	if code := run([]string{"demo"}, &stdout, &stderr); code != exitOK {
 		t.Errorf("h426 demo: exit %d, want 0; stderr:\n%s", code, &stderr)
 	}
-	if elapsed := time.Since(start); elapsed > 5*time.Second {
-		t.Errorf("h426 demo took %v, want well under 5s", elapsed)
+	// The unreachable HTTP/3 row costs its 2 s, the others little; the
+	// bound leaves room for a loaded machine.
+	if elapsed := time.Since(start); elapsed > 15*time.Second {
+		t.Errorf("h426 demo took %v, want under 15s", elapsed)
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if len(lines) != 1+len(scenarios()) {

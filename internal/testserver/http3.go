@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -39,7 +40,13 @@ func (s *Server) serveUDP(udp *net.UDPConn) {
 		// Not nil: a nil QUICConfig makes http3 accept 0-RTT, which serves a
 		// request sent as early data (RFC 9001 section 4.6) before the
 		// handshake completes. A strict server serves none.
-		QUICConfig: &quic.Config{},
+		QUICConfig: &quic.Config{
+			// quic-go's default, 5 s (10 s in all), drops a handshake that a
+			// loaded machine is slow to finish, silently: the client, done
+			// with its side, then waits out its idle timeout on a
+			// connection the server forgot. Close ends handshakes anyway.
+			HandshakeIdleTimeout: time.Minute,
+		},
 	}
 	go func() {
 		defer close(s.udpDone)
