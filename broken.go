@@ -18,16 +18,19 @@ const (
 	maxBrokenMarks  = 4096
 )
 
-// brokenKey names a protocol for an origin. The in-band Upgrade list is left
-// out: it varies with how the offer was learned, the failure does not.
+// brokenKey names what broke: a kind of connection to an address. The Host
+// header is left out (o.vhost): virtual servers behind one address share
+// its network path, its UDP filter and its TLS stack, so after HTTP/3 failed
+// for one Host, another on the same server pays nothing more.
 type brokenKey struct {
-	origin origin
+	secure bool
+	host   string // host[:port], as in origin
 	kind   targetKind
 	minTLS uint16
 }
 
 func brokenKeyOf(o origin, tgt target) brokenKey {
-	return brokenKey{origin: o, kind: tgt.kind, minTLS: tgt.minTLS}
+	return brokenKey{secure: o.secure, host: o.host, kind: tgt.kind, minTLS: tgt.minTLS}
 }
 
 type brokenMark struct {

@@ -112,10 +112,15 @@ func TestHTTP3FallbackAndBrokenMark(t *testing.T) {
 	clock := time.Now()
 	tr.now = func() time.Time { return clock }
 
+	host := ""
 	get := func() *recorder {
 		t.Helper()
 		var rec recorder
-		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+		req := newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := tr.RoundTrip(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,6 +142,13 @@ func TestHTTP3FallbackAndBrokenMark(t *testing.T) {
 	if skipped := rec.decided[0].Skipped; len(skipped) != 1 || !errors.Is(skipped[0].Reason, ErrBroken) {
 		t.Errorf("skipped %v, want HTTP/3 as broken", skipped)
 	}
+	// What broke is the path to the server over UDP: another virtual host
+	// behind it pays nothing more.
+	host = "other.test"
+	if rec = get(); len(rec.started) != 1 || rec.started[0].String() != "HTTP/2" {
+		t.Errorf("another Host on the same server tried %v; want HTTP/2 directly", rec.started)
+	}
+	host = ""
 	clock = clock.Add(brokenPeriod + time.Second)
 	if rec = get(); len(rec.started) != 2 {
 		t.Errorf("after the mark expired, tried %v; want HTTP/3 again, then HTTP/2", rec.started)
