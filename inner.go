@@ -3,6 +3,7 @@ package upgrade
 import (
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,57 +11,66 @@ import (
 )
 
 // innerSet holds the inner transports, one per target, shared by every
-// origin and built on first use. Lookups read a copy-on-write map without a
-// lock: after the first requests, the set only grows when a new target is
-// met.
+// origin and built on first use. A transport exists per kind of target met,
+// a handful at most, so lookups scan a copy-on-write list without a lock:
+// after the first requests, it only grows when a new target is met.
 type innerSet struct {
-	m atomic.Pointer[map[target]http.RoundTripper]
+	list atomic.Pointer[[]innerTransport] // never written in place
 
-	mu     sync.Mutex // guards closed and the replacement of m
+	mu     sync.Mutex // guards closed and the replacement of list
 	closed bool
 	built  atomic.Int32 // transports built, for tests
 }
 
+type innerTransport struct {
+	target target
+	rt     http.RoundTripper
+}
+
+func (s *innerSet) find(tgt target) http.RoundTripper {
+	if list := s.list.Load(); list != nil {
+		for _, it := range *list {
+			if it.target == tgt {
+				return it.rt
+			}
+		}
+	}
+	return nil
+}
+
 // get returns the transport for tgt, building it with build on first use.
 func (s *innerSet) get(tgt target, build func() http.RoundTripper) (http.RoundTripper, error) {
-	if m := s.m.Load(); m != nil {
-		if rt, ok := (*m)[tgt]; ok {
-			return rt, nil
-		}
+	if rt := s.find(tgt); rt != nil {
+		return rt, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	old := s.m.Load()
-	if old != nil {
-		if rt, ok := (*old)[tgt]; ok {
-			return rt, nil
-		}
+	if rt := s.find(tgt); rt != nil {
+		return rt, nil
 	}
-	m := make(map[target]http.RoundTripper, 1)
-	if old != nil {
-		for k, v := range *old {
-			m[k] = v
-		}
+	var list []innerTransport
+	if old := s.list.Load(); old != nil {
+		list = slices.Clone(*old)
 	}
 	rt := build()
-	m[tgt] = rt
-	s.m.Store(&m)
+	list = append(list, innerTransport{tgt, rt})
+	s.list.Store(&list)
 	s.built.Add(1)
 	return rt, nil
 }
 
 // all returns the transports built so far.
 func (s *innerSet) all() []http.RoundTripper {
-	m := s.m.Load()
-	if m == nil {
+	list := s.list.Load()
+	if list == nil {
 		return nil
 	}
-	rts := make([]http.RoundTripper, 0, len(*m))
-	for _, rt := range *m {
-		rts = append(rts, rt)
+	rts := make([]http.RoundTripper, len(*list))
+	for i, it := range *list {
+		rts[i] = it.rt
 	}
 	return rts
 }
@@ -69,15 +79,15 @@ func (s *innerSet) all() []http.RoundTripper {
 func (s *innerSet) close() []error {
 	s.mu.Lock()
 	s.closed = true
-	m := s.m.Swap(nil)
+	list := s.list.Swap(nil)
 	s.mu.Unlock()
-	if m == nil {
+	if list == nil {
 		return nil
 	}
 	var errs []error
-	for _, rt := range *m {
-		closeIdle(rt)
-		if c, ok := rt.(io.Closer); ok {
+	for _, it := range *list {
+		closeIdle(it.rt)
+		if c, ok := it.rt.(io.Closer); ok {
 			errs = append(errs, c.Close())
 		}
 	}

@@ -39,13 +39,17 @@ type memory struct {
 	ttl  time.Duration
 	size int
 
-	entries atomic.Pointer[map[origin]*memorySlot] // never written in place
-	epoch   atomic.Uint64                          // bumped by every put
+	// entries holds the slots per host (origin.host), so that a lookup
+	// hashes one string; a host has one slot per scheme and virtual host.
+	entries atomic.Pointer[map[string][]*memorySlot] // never written in place
+	epoch   atomic.Uint64                            // bumped by every put
 
-	mu sync.Mutex // serialises writers: put, forget
+	mu sync.Mutex // serialises writers: put, forget; guards n
+	n  int        // slots in entries
 }
 
 type memorySlot struct {
+	origin origin
 	memoryEntry
 	used atomic.Uint64 // the epoch of the last lookup, or of the put
 }
@@ -66,20 +70,22 @@ func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
 	if entries == nil {
 		return candidate{}, false
 	}
-	e := (*entries)[o]
-	if e == nil {
-		return candidate{}, false
+	for _, e := range (*entries)[o.host] {
+		if e.origin != o {
+			continue
+		}
+		if !now.Before(e.expires) {
+			m.forget(o)
+			return candidate{}, false
+		}
+		// Written only when it changes, so that many goroutines on one
+		// origin share its cache line rather than fight over it.
+		if epoch := m.epoch.Load(); e.used.Load() != epoch {
+			e.used.Store(epoch)
+		}
+		return e.via, true
 	}
-	if !now.Before(e.expires) {
-		m.forget(o)
-		return candidate{}, false
-	}
-	// Written only when it changes, so that many goroutines on one origin
-	// share its cache line rather than fight over it.
-	if epoch := m.epoch.Load(); e.used.Load() != epoch {
-		e.used.Store(epoch)
-	}
-	return e.via, true
+	return candidate{}, false
 }
 
 // put remembers that o answered over entry.via until entry.expires. A full
@@ -87,53 +93,67 @@ func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
 func (m *memory) put(o origin, entry memoryEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var old map[origin]*memorySlot
-	if p := m.entries.Load(); p != nil {
-		old = *p
+	next := m.copyWithout(o)
+	if m.n >= m.size {
+		m.evictOne(next)
 	}
-	next := make(map[origin]*memorySlot, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	if _, ok := next[o]; !ok && len(next) >= m.size {
-		evictOne(next)
-	}
-	e := &memorySlot{memoryEntry: entry}
+	e := &memorySlot{origin: o, memoryEntry: entry}
 	e.used.Store(m.epoch.Add(1))
-	next[o] = e
+	next[o.host] = append(next[o.host], e)
+	m.n++
 	m.entries.Store(&next)
-}
-
-// evictOne drops from a full memory the entry used longest ago.
-func evictOne(entries map[origin]*memorySlot) {
-	var victim origin
-	oldest := uint64(math.MaxUint64)
-	for o, e := range entries {
-		if used := e.used.Load(); used < oldest {
-			victim, oldest = o, used
-		}
-	}
-	delete(entries, victim)
 }
 
 // forget drops what is remembered for o.
 func (m *memory) forget(o origin) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.entries.Load()
-	if p == nil {
+	next := m.copyWithout(o)
+	m.entries.Store(&next)
+}
+
+// copyWithout returns a copy of the entries without o's slot, and counts
+// it out. Slices are shared with the old map unless they change.
+func (m *memory) copyWithout(o origin) map[string][]*memorySlot {
+	var old map[string][]*memorySlot
+	if p := m.entries.Load(); p != nil {
+		old = *p
+	}
+	next := make(map[string][]*memorySlot, len(old)+1)
+	for host, slots := range old {
+		next[host] = slots
+	}
+	m.remove(next, o)
+	return next
+}
+
+// remove drops o's slot from entries, a map not yet published.
+func (m *memory) remove(entries map[string][]*memorySlot, o origin) {
+	slots := entries[o.host]
+	i := slices.IndexFunc(slots, func(e *memorySlot) bool { return e.origin == o })
+	if i < 0 {
 		return
 	}
-	if _, ok := (*p)[o]; !ok {
+	m.n--
+	if len(slots) == 1 {
+		delete(entries, o.host)
 		return
 	}
-	next := make(map[origin]*memorySlot, len(*p))
-	for k, v := range *p {
-		if k != o {
-			next[k] = v
+	entries[o.host] = slices.Delete(slices.Clone(slots), i, i+1)
+}
+
+// evictOne drops from a full memory the entry used longest ago.
+func (m *memory) evictOne(entries map[string][]*memorySlot) {
+	var victim origin
+	oldest := uint64(math.MaxUint64)
+	for _, slots := range entries {
+		for _, e := range slots {
+			if used := e.used.Load(); used < oldest {
+				victim, oldest = e.origin, used
+			}
 		}
 	}
-	m.entries.Store(&next)
+	m.remove(entries, victim)
 }
 
 // live returns the entries that have not expired by now, least recently
@@ -149,9 +169,11 @@ func (m *memory) live(now time.Time) []memoryFileEntry {
 		used uint64
 	}
 	var entries []liveEntry
-	for o, e := range *p {
-		if now.Before(e.expires) {
-			entries = append(entries, liveEntry{o, e, e.used.Load()})
+	for _, slots := range *p {
+		for _, e := range slots {
+			if now.Before(e.expires) {
+				entries = append(entries, liveEntry{e.origin, e, e.used.Load()})
+			}
 		}
 	}
 	slices.SortFunc(entries, func(a, b liveEntry) int { return cmp.Compare(a.used, b.used) })

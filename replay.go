@@ -208,8 +208,22 @@ func drain426(resp *http.Response) {
 var hopByHop = []string{"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding"}
 
 // hasHopByHop reports whether h holds anything removeHopByHop would change,
-// so that a request without them is sent without a copy.
+// so that a request without them is sent without a copy. It runs on every
+// remembered request: a short header is scanned rather than probed six times.
 func hasHopByHop(h http.Header) bool {
+	if len(h) <= len(hopByHop) {
+		for name, values := range h {
+			switch name {
+			case "Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding":
+				return true
+			case "Te":
+				if !(len(values) == 1 && values[0] == "trailers") {
+					return true
+				}
+			}
+		}
+		return false
+	}
 	for _, name := range hopByHop {
 		if _, ok := h[name]; ok {
 			return true

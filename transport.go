@@ -133,9 +133,9 @@ func (t *Transport) floor() uint16 {
 // below.
 type transportRequest struct {
 	req    *http.Request // the caller's; never modified
-	trace  *Trace
-	bodies replayBody // hands out the body for each attempt
-	origin origin     // set by the first step that needs it
+	trace  *Trace        // set by the first step that reports: a pass-through never looks
+	bodies replayBody    // hands out the body for each attempt
+	origin origin        // set by the first step that needs it
 
 	// Set once a 426 is being handled.
 	resp426 *http.Response
@@ -166,7 +166,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case req.URL == nil:
 		return t.base().RoundTrip(req) // which says what is wrong, as it would alone
 	}
-	r := &transportRequest{req: req, trace: traceFrom(req.Context()), bodies: replayBody{req: req}}
+	r := &transportRequest{req: req, bodies: replayBody{req: req}}
 	resp, err := t.send(r)
 	if err == nil && resp == nil {
 		err = errNilResponse // as http.Client would say
@@ -191,6 +191,7 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	if !ok {
 		return t.base().RoundTrip(r.bodies.first())
 	}
+	r.trace = traceFrom(r.req.Context())
 	if r.trace.Remembered != nil {
 		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
 	}
@@ -264,6 +265,9 @@ func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Res
 	}
 	r.resp426 = resp
 	r.origin = originOf(r.req)
+	if r.trace == nil {
+		r.trace = traceFrom(r.req.Context())
+	}
 	offered, parseErr := ParseUpgrade(resp.Header)
 	r.offered = offered
 	if r.trace.Got426 != nil {
