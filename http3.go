@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -71,12 +72,44 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := h.Transport.RoundTrip(req)
 	if err != nil {
 		h.requestDone()
+		return nil, err
 	}
-	return resp, err
+	resp.Body = &h3Response{body: resp.Body, h: h}
+	return resp, nil
 }
 
-// requestDone is called once the response of a request is closed (see
-// releasingBody), or when the request failed.
+// h3Response is a response body that tells its transport when the
+// response is done, exactly once: when a Read returns an error or io.EOF
+// (a body read to its end and never closed, typical of HEAD, must not keep
+// Close from releasing the transport), or when it is closed.
+type h3Response struct {
+	body io.ReadCloser
+	h    *http3Transport
+	done atomic.Bool
+}
+
+func (r *h3Response) Read(p []byte) (int, error) {
+	n, err := r.body.Read(p)
+	if err != nil {
+		r.finish()
+	}
+	return n, err
+}
+
+func (r *h3Response) Close() error {
+	err := r.body.Close()
+	r.finish()
+	return err
+}
+
+func (r *h3Response) finish() {
+	if r.done.CompareAndSwap(false, true) {
+		r.h.requestDone()
+	}
+}
+
+// requestDone is called once per request: when its response is done (see
+// h3Response), or when the request failed.
 func (h *http3Transport) requestDone() {
 	h.mu.Lock()
 	h.active--

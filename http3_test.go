@@ -8,10 +8,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/h426/upgrade/internal/testserver"
+	"go.uber.org/goleak"
 )
 
 // h1h2Base speaks HTTP/1.1 and HTTP/2 over TCP, as most clients do.
@@ -308,4 +311,109 @@ func TestCloseLetsHTTP3ResponseFinish(t *testing.T) {
 		t.Errorf("in-flight %s response after Close: %q", resp.Proto, body)
 	}
 	// goleak in TestMain checks the QUIC socket went with the last response.
+}
+
+// h3Server is a server that demands HTTP/3 of every request. It returns
+// once its QUIC listener runs, so that a goroutine baseline taken after it
+// holds the server's own.
+func h3Server(t testing.TB, handler http.Handler) *testserver.Server {
+	t.Helper()
+	const last = "quic-go.(*baseServer).runSendQueue(" // the listener's last goroutine to start
+	before := strings.Count(allStacks(), last)
+	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}, Handler: handler})
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(allStacks(), last) <= before {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's QUIC listener did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return s
+}
+
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// h3Of returns the HTTP/3 transport tr has built.
+func h3Of(t testing.TB, tr *Transport) *http3Transport {
+	t.Helper()
+	for _, rt := range tr.inner.all() {
+		if h, ok := rt.(*http3Transport); ok {
+			return h
+		}
+	}
+	t.Fatal("no HTTP/3 transport was built")
+	return nil
+}
+
+// counts returns the requests not done, and whether the UDP socket is
+// open.
+func (h *http3Transport) counts() (active int, socket bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.active, h.quic != nil
+}
+
+// waitGoroutinesGone waits, generously, for every goroutine started since
+// baseline (goleak.IgnoreCurrent) to end: client and server, QUIC and TCP.
+// It fails listing those still running.
+func waitGoroutinesGone(t testing.TB, baseline goleak.Option) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := goleak.Find(baseline)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines left behind: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A response read to its end counts as done though it is never closed
+// (HEAD, typically), so Close still releases everything; a later Close of
+// the body does not count it twice.
+func TestHTTP3ResponseDoneAtEOF(t *testing.T) {
+	s := h3Server(t, nil)
+	baseline := goleak.IgnoreCurrent()
+	tr := &Transport{Base: legacyBase(t, s.CertPool()), HTTP3HandshakeTimeout: 10 * time.Second}
+	for _, method := range []string{"HEAD", "GET"} {
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), method, s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(resp.Body); err != nil || resp.Proto != "HTTP/3.0" {
+			t.Fatalf("%s over %s: %v", method, resp.Proto, err)
+		}
+		if active, _ := h3Of(t, tr).counts(); active != 0 {
+			t.Errorf("%s read to EOF: %d requests still active", method, active)
+		}
+	}
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp) // to EOF, then closed
+	resp.Body.Close()
+	h := h3Of(t, tr)
+	if active, _ := h.counts(); active != 0 {
+		t.Errorf("read to EOF and closed twice: %d requests active, want 0", active)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, socket := h.counts(); socket {
+		t.Error("after Close: socket open")
+	}
+	waitGoroutinesGone(t, baseline)
 }

@@ -349,7 +349,8 @@ func (t *Transport) sendOver(out *http.Request, tgt target) (*http.Response, err
 
 // releasingBody lets a connection that was busy when Close ran go when its
 // response is done: CloseIdleConnections alone leaves it pooled (h2c keeps
-// it), and HTTP/3 shuts down only when its last response is closed.
+// it). HTTP/3 counts its responses itself (h3Response), and shuts down
+// when its last one is done.
 type releasingBody struct {
 	io.ReadCloser
 	t      *Transport
@@ -361,9 +362,6 @@ func (b *releasingBody) Close() error {
 	err := b.ReadCloser.Close()
 	if !b.closed.CompareAndSwap(false, true) {
 		return err
-	}
-	if h, ok := b.rt.(*http3Transport); ok {
-		h.requestDone()
 	}
 	if b.t.closed.Load() {
 		closeIdle(b.rt)
