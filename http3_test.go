@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strings"
 	"testing"
@@ -342,6 +343,29 @@ func allStacks() string {
 	}
 }
 
+// h3Transport wraps base with a QUIC setup bound that a loaded machine
+// meets; it is closed when the test ends.
+func h3Transport(t testing.TB, base http.RoundTripper) *Transport {
+	tr := newTransport(t, base)
+	tr.HTTP3HandshakeTimeout = 10 * time.Second
+	return tr
+}
+
+// getOverH3 sends a GET through rt, reads its body and closes it, and
+// checks it was served over HTTP/3.
+func getOverH3(t testing.TB, rt http.RoundTripper, url string) string {
+	t.Helper()
+	resp, err := rt.RoundTrip(newRequest(t, testContext(t), "GET", url, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, resp)
+	if resp.Proto != "HTTP/3.0" {
+		t.Fatalf("got %d over %s, want HTTP/3.0", resp.StatusCode, resp.Proto)
+	}
+	return body
+}
+
 // h3Of returns the HTTP/3 transport tr has built.
 func h3Of(t testing.TB, tr *Transport) *http3Transport {
 	t.Helper()
@@ -354,12 +378,12 @@ func h3Of(t testing.TB, tr *Transport) *http3Transport {
 	return nil
 }
 
-// counts returns the requests not done, and whether the UDP socket is
-// open.
-func (h *http3Transport) counts() (active int, socket bool) {
+// counts returns the requests not done, the connections alive, and
+// whether the UDP socket is open.
+func (h *http3Transport) counts() (active, conns int, socket bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.active, h.quic != nil
+	return h.active, h.conns, h.sock != nil
 }
 
 // waitGoroutinesGone waits, generously, for every goroutine started since
@@ -380,6 +404,104 @@ func waitGoroutinesGone(t testing.TB, baseline goleak.Option) {
 	}
 }
 
+// http.Client users never call Close. Twenty short-lived clients, each
+// with one HTTP/3 replay and then CloseIdleConnections, leave no goroutine
+// behind: the QUIC connections, the UDP socket and its reader all go.
+func TestHTTP3CloseIdleConnectionsReleasesSocket(t *testing.T) {
+	s := h3Server(t, nil)
+	baseline := goleak.IgnoreCurrent()
+	for range 20 {
+		tr := &Transport{Base: legacyBase(t, s.CertPool()), HTTP3HandshakeTimeout: 10 * time.Second}
+		client := &http.Client{Transport: tr}
+		getOverH3(t, client.Transport, s.URL)
+		client.CloseIdleConnections()
+		if _, conns, socket := h3Of(t, tr).counts(); conns != 0 || socket {
+			t.Errorf("after CloseIdleConnections: %d QUIC connections, socket open %v", conns, socket)
+		}
+	}
+	waitGoroutinesGone(t, baseline)
+}
+
+// CloseIdleConnections closes the connections of hosts with nothing in
+// flight, and leaves one whose response is being read.
+func TestHTTP3CloseIdleConnectionsSparesResponseBeingRead(t *testing.T) {
+	release := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			io.WriteString(w, "ok\n")
+			return
+		}
+		io.WriteString(w, "part1\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "part2\n")
+	})
+	busy, idle := h3Server(t, slow), h3Server(t, nil)
+	base := legacyBase(t, busy.CertPool())
+	base.TLSClientConfig.RootCAs.AppendCertsFromPEM(idle.CA().PEM())
+	tr := h3Transport(t, base)
+	getOverH3(t, tr, idle.URL)
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", busy.URL+"/slow", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := h3Of(t, tr)
+	tr.CloseIdleConnections()
+	if _, conns, _ := h.counts(); conns != 1 {
+		t.Errorf("%d QUIC connections after CloseIdleConnections, want the busy one only", conns)
+	}
+	close(release)
+	if body := readAll(t, resp); body != "part1\npart2\n" {
+		t.Errorf("response being read during CloseIdleConnections: %q", body)
+	}
+	tr.CloseIdleConnections()
+	if _, conns, socket := h.counts(); conns != 0 || socket {
+		t.Errorf("after the response: %d QUIC connections, socket open %v", conns, socket)
+	}
+}
+
+// A connection unused for Base's IdleConnTimeout is closed, and with the
+// last one the socket goes; the next request dials again.
+func TestHTTP3IdleConnTimeout(t *testing.T) {
+	s := h3Server(t, nil)
+	baseline := goleak.IgnoreCurrent()
+	base := legacyBase(t, s.CertPool())
+	base.IdleConnTimeout = 200 * time.Millisecond
+	tr := h3Transport(t, base)
+	getOverH3(t, tr, s.URL)
+	waitGoroutinesGone(t, baseline) // Base's TCP connection times out too
+	h := h3Of(t, tr)
+	if _, conns, socket := h.counts(); conns != 0 || socket {
+		t.Errorf("after IdleConnTimeout: %d QUIC connections, socket open %v", conns, socket)
+	}
+	getOverH3(t, tr, s.URL) // remembered: straight to HTTP/3
+	if n := h.dialed.Load(); n != 2 {
+		t.Errorf("%d QUIC connections dialed, want 2", n)
+	}
+}
+
+// The idle timeout counts from the end of a response, never cutting one:
+// not while the server thinks, nor while the body comes slowly.
+func TestHTTP3IdleConnTimeoutSparesRequests(t *testing.T) {
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(600 * time.Millisecond)
+		io.WriteString(w, "part1\n")
+		w.(http.Flusher).Flush()
+		time.Sleep(600 * time.Millisecond)
+		io.WriteString(w, "part2\n")
+	})
+	s := h3Server(t, slow)
+	base := legacyBase(t, s.CertPool())
+	base.IdleConnTimeout = 200 * time.Millisecond
+	tr := h3Transport(t, base)
+	if body := getOverH3(t, tr, s.URL); body != "part1\npart2\n" {
+		t.Errorf("slow response: %q", body)
+	}
+	if n := h3Of(t, tr).dialed.Load(); n != 1 {
+		t.Errorf("%d QUIC connections dialed for one request, want 1", n)
+	}
+}
+
 // A response read to its end counts as done though it is never closed
 // (HEAD, typically), so Close still releases everything; a later Close of
 // the body does not count it twice.
@@ -395,7 +517,7 @@ func TestHTTP3ResponseDoneAtEOF(t *testing.T) {
 		if _, err := io.ReadAll(resp.Body); err != nil || resp.Proto != "HTTP/3.0" {
 			t.Fatalf("%s over %s: %v", method, resp.Proto, err)
 		}
-		if active, _ := h3Of(t, tr).counts(); active != 0 {
+		if active, _, _ := h3Of(t, tr).counts(); active != 0 {
 			t.Errorf("%s read to EOF: %d requests still active", method, active)
 		}
 	}
@@ -406,14 +528,40 @@ func TestHTTP3ResponseDoneAtEOF(t *testing.T) {
 	readAll(t, resp) // to EOF, then closed
 	resp.Body.Close()
 	h := h3Of(t, tr)
-	if active, _ := h.counts(); active != 0 {
+	if active, _, _ := h.counts(); active != 0 {
 		t.Errorf("read to EOF and closed twice: %d requests active, want 0", active)
 	}
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, socket := h.counts(); socket {
-		t.Error("after Close: socket open")
+	if _, conns, socket := h.counts(); conns != 0 || socket {
+		t.Errorf("after Close: %d QUIC connections, socket open %v", conns, socket)
 	}
 	waitGoroutinesGone(t, baseline)
+}
+
+// poolKey is quic-go's own pool key, so the transport knows which
+// connection a request uses.
+func TestHTTP3PoolKey(t *testing.T) {
+	for host, want := range map[string]string{
+		"example.com":      "example.com:443",
+		"example.com:8443": "example.com:8443",
+		"127.0.0.1":        "127.0.0.1:443",
+		"[::1]":            "[::1]:443",
+		"[::1]:8443":       "[::1]:8443",
+		"bücher.example":   "xn--bcher-kva.example:443",
+	} {
+		if got := poolKey(&url.URL{Host: host}); got != want {
+			t.Errorf("poolKey(%q) = %q, want %q", host, got, want)
+		}
+	}
+	s := h3Server(t, nil)
+	tr := h3Transport(t, legacyBase(t, s.CertPool()))
+	getOverH3(t, tr, s.URL)
+	h := h3Of(t, tr)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.hosts[s.Addr]; !ok || h.keyless {
+		t.Errorf("hosts %v, keyless %v: quic-go dialed under another key than %s", h.hosts, h.keyless, s.Addr)
+	}
 }
