@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -39,7 +40,8 @@ import (
 type http3Transport struct {
 	*http3.Transport
 
-	idleTimeout time.Duration // a connection unused this long is closed
+	idleTimeout   time.Duration // a connection unused this long is closed
+	headerTimeout time.Duration // Base's ResponseHeaderTimeout; zero means none
 
 	// gate keeps requests from starting while connections are being
 	// closed: RoundTrip holds it for reading while it counts a request,
@@ -81,15 +83,16 @@ type h3Conn struct {
 const quicIdleTimeout = 30 * time.Second
 
 // newHTTP3 builds the HTTP/3 transport. QUIC has its own sockets, so of
-// the template's settings only these carry over: TLS, the response limits
-// and IdleConnTimeout.
+// the template's settings only these carry over: TLS, the response limits,
+// IdleConnTimeout and ResponseHeaderTimeout.
 func (t *Transport) newHTTP3() *http3Transport {
 	// Clone, not TLSClientConfig.Clone: it first runs net/http's one-time
 	// setup, which writes the template's TLS config, so no read races it.
 	template := t.template().Clone()
 	h := &http3Transport{
-		idleTimeout: template.IdleConnTimeout,
-		hosts:       make(map[string]*h3Host),
+		idleTimeout:   template.IdleConnTimeout,
+		headerTimeout: template.ResponseHeaderTimeout,
+		hosts:         make(map[string]*h3Host),
 	}
 	if h.idleTimeout <= 0 {
 		h.idleTimeout = quicIdleTimeout
@@ -145,7 +148,17 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// sending. The body may be the caller's, owed exactly one Close.
 		out.Body = &closeOnceBody{ReadCloser: req.Body}
 	}
+	if h.headerTimeout > 0 {
+		out = r.boundHeader(out, h.headerTimeout)
+	}
 	resp, err := h.Transport.RoundTrip(out)
+	if r.header != nil && r.header.stop() {
+		// Base's ResponseHeaderTimeout ended the request's context.
+		if err == nil {
+			resp.Body.Close()
+		}
+		resp, err = nil, errResponseHeaderTimeout
+	}
 	if err != nil {
 		r.finish()
 		return nil, err
@@ -433,10 +446,11 @@ func poolKey(u *url.URL) string {
 // its connection or Close waiting), when it is closed, or when the request
 // failed.
 type h3Response struct {
-	body io.ReadCloser
-	h    *http3Transport
-	host *h3Host
-	done atomic.Bool
+	body   io.ReadCloser
+	h      *http3Transport
+	host   *h3Host
+	header *headerTimer // Base's ResponseHeaderTimeout, if set
+	done   atomic.Bool
 }
 
 func (r *h3Response) Read(p []byte) (int, error) {
@@ -454,9 +468,78 @@ func (r *h3Response) Close() error {
 }
 
 func (r *h3Response) finish() {
-	if r.done.CompareAndSwap(false, true) {
-		r.h.requestDone(r.host)
+	if !r.done.CompareAndSwap(false, true) {
+		return
 	}
+	if r.header != nil {
+		r.header.cancel(nil)
+	}
+	r.h.requestDone(r.host)
+}
+
+// errResponseHeaderTimeout is net/http's error for ResponseHeaderTimeout.
+var errResponseHeaderTimeout error = &timeoutError{"net/http: timeout awaiting response headers"}
+
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// boundHeader returns req with a context that ends when no response header
+// came within d of the request being written, as net/http counts
+// ResponseHeaderTimeout. The context ends at the latest when r is done.
+func (r *h3Response) boundHeader(req *http.Request, d time.Duration) *http.Request {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	r.header = &headerTimer{d: d, cancel: cancel}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: r.header.wrote})
+	return req.WithContext(ctx)
+}
+
+// headerTimer is ResponseHeaderTimeout for one request.
+type headerTimer struct {
+	d      time.Duration
+	cancel context.CancelCauseFunc
+
+	mu    sync.Mutex // guards the fields below
+	timer *time.Timer
+	over  bool // the response header came or the request failed: start no timer
+	fired bool
+}
+
+// wrote starts the timer once the request is written (quic-go's WroteRequest).
+func (ht *headerTimer) wrote(info httptrace.WroteRequestInfo) {
+	if info.Err != nil {
+		return
+	}
+	ht.mu.Lock()
+	defer ht.mu.Unlock()
+	if ht.over || ht.timer != nil {
+		return
+	}
+	ht.timer = time.AfterFunc(ht.d, ht.fire)
+}
+
+func (ht *headerTimer) fire() {
+	ht.mu.Lock()
+	if ht.over {
+		ht.mu.Unlock()
+		return
+	}
+	ht.over, ht.fired = true, true
+	ht.mu.Unlock()
+	ht.cancel(errResponseHeaderTimeout)
+}
+
+// stop ends the timer and reports whether it fired first.
+func (ht *headerTimer) stop() bool {
+	ht.mu.Lock()
+	defer ht.mu.Unlock()
+	ht.over = true
+	if ht.timer != nil {
+		ht.timer.Stop()
+	}
+	return ht.fired
 }
 
 // closeOnceBody passes on the first Close only.

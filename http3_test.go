@@ -540,6 +540,49 @@ func TestHTTP3ResponseDoneAtEOF(t *testing.T) {
 	waitGoroutinesGone(t, baseline)
 }
 
+// Base's ResponseHeaderTimeout bounds the HTTP/3 replay as net/http bounds
+// its own requests: from the request written to the response header, not
+// the body after it.
+func TestHTTP3ResponseHeaderTimeout(t *testing.T) {
+	t.Run("server never answers", func(t *testing.T) {
+		for _, body := range []io.Reader{nil, bytes.NewReader(bytes.Repeat([]byte("x"), 64<<10))} {
+			s := h3Server(t, testserver.Hang)
+			base := legacyBase(t, s.CertPool())
+			base.ResponseHeaderTimeout = 300 * time.Millisecond
+			tr := h3Transport(t, base)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			began := time.Now()
+			_, err := tr.RoundTrip(newRequest(t, ctx, "PUT", s.URL, body))
+			took := time.Since(began)
+			if !isTimeout(err) || !strings.Contains(err.Error(), "net/http: timeout awaiting response headers") {
+				t.Errorf("got %v, want net/http's timeout awaiting response headers", err)
+			}
+			if ctx.Err() != nil || took > 15*time.Second {
+				t.Errorf("ended after %v, by the request's own deadline", took)
+			}
+			if seen := s.Requests(); len(seen) != 2 || seen[1].Proto != "HTTP/3.0" {
+				t.Errorf("server saw %+v, want the replay over HTTP/3", seen)
+			}
+		}
+	})
+	t.Run("slow body after the header", func(t *testing.T) {
+		slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "part1\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(900 * time.Millisecond)
+			io.WriteString(w, "part2\n")
+		})
+		s := h3Server(t, slow)
+		base := legacyBase(t, s.CertPool())
+		base.ResponseHeaderTimeout = 300 * time.Millisecond
+		tr := h3Transport(t, base)
+		if body := getOverH3(t, tr, s.URL); body != "part1\npart2\n" {
+			t.Errorf("got %q", body)
+		}
+	})
+}
+
 // poolKey is quic-go's own pool key, so the transport knows which
 // connection a request uses.
 func TestHTTP3PoolKey(t *testing.T) {
