@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -320,10 +321,10 @@ func TestCloseLetsHTTP3ResponseFinish(t *testing.T) {
 func h3Server(t testing.TB, handler http.Handler) *testserver.Server {
 	t.Helper()
 	const last = "quic-go.(*baseServer).runSendQueue(" // the listener's last goroutine to start
-	before := strings.Count(allStacks(), last)
+	before := goroutinesIn(last)
 	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}, Handler: handler})
 	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(allStacks(), last) <= before {
+	for !slices.ContainsFunc(goroutinesIn(last), func(id string) bool { return !slices.Contains(before, id) }) {
 		if time.Now().After(deadline) {
 			t.Fatal("the server's QUIC listener did not start")
 		}
@@ -332,15 +333,25 @@ func h3Server(t testing.TB, handler http.Handler) *testserver.Server {
 	return s
 }
 
-func allStacks() string {
+// goroutinesIn returns the IDs of the goroutines whose stack holds frame.
+func goroutinesIn(frame string) []string {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) {
-			return string(buf[:n])
+			buf = buf[:n]
+			break
 		}
 		buf = make([]byte, 2*len(buf))
 	}
+	var ids []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, frame) {
+			id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // h3Transport wraps base with a QUIC setup bound that a loaded machine
