@@ -42,6 +42,7 @@ type http3Transport struct {
 
 	idleTimeout   time.Duration // a connection unused this long is closed
 	headerTimeout time.Duration // Base's ResponseHeaderTimeout; zero means none
+	singleUse     bool          // Base's DisableKeepAlives: one connection per request
 
 	// gate keeps requests from starting while connections are being
 	// closed: RoundTrip holds it for reading while it counts a request,
@@ -84,7 +85,7 @@ const quicIdleTimeout = 30 * time.Second
 
 // newHTTP3 builds the HTTP/3 transport. QUIC has its own sockets, so of
 // the template's settings only these carry over: TLS, the response limits,
-// IdleConnTimeout and ResponseHeaderTimeout.
+// IdleConnTimeout, ResponseHeaderTimeout and DisableKeepAlives.
 func (t *Transport) newHTTP3() *http3Transport {
 	// Clone, not TLSClientConfig.Clone: it first runs net/http's one-time
 	// setup, which writes the template's TLS config, so no read races it.
@@ -92,6 +93,7 @@ func (t *Transport) newHTTP3() *http3Transport {
 	h := &http3Transport{
 		idleTimeout:   template.IdleConnTimeout,
 		headerTimeout: template.ResponseHeaderTimeout,
+		singleUse:     template.DisableKeepAlives,
 		hosts:         make(map[string]*h3Host),
 	}
 	if h.idleTimeout <= 0 {
@@ -151,7 +153,13 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if h.headerTimeout > 0 {
 		out = r.boundHeader(out, h.headerTimeout)
 	}
-	resp, err := h.Transport.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	if h.singleUse {
+		resp, err = h.roundTripOwnConn(out, key, r)
+	} else {
+		resp, err = h.Transport.RoundTrip(out)
+	}
 	if r.header != nil && r.header.stop() {
 		// Base's ResponseHeaderTimeout ended the request's context.
 		if err == nil {
@@ -167,6 +175,28 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.body = resp.Body
 	resp.Body = r
 	return resp, nil
+}
+
+// roundTripOwnConn sends req over a connection of its own, closed when its
+// response is done: Base's DisableKeepAlives.
+func (h *http3Transport) roundTripOwnConn(req *http.Request, key string, r *h3Response) (*http.Response, error) {
+	tlsCfg := h.TLSClientConfig.Clone()
+	if tlsCfg.ServerName == "" {
+		tlsCfg.ServerName, _, _ = net.SplitHostPort(key)
+	}
+	tlsCfg.NextProtos = []string{http3.NextProtoH3}
+	c, err := h.dialConn(req.Context(), key, tlsCfg, h.QUICConfig)
+	if err == nil {
+		r.own = c
+		var resp *http.Response
+		if resp, err = h.NewClientConn(c.conn).RoundTrip(req); err == nil {
+			return resp, nil
+		}
+	}
+	if req.Body != nil {
+		req.Body.Close() // as http3.Transport does on an error
+	}
+	return nil, err
 }
 
 // host returns the state of key, made if missing. mu must be held.
@@ -449,6 +479,7 @@ type h3Response struct {
 	body   io.ReadCloser
 	h      *http3Transport
 	host   *h3Host
+	own    *h3Conn      // the request's own connection (singleUse), closed when done
 	header *headerTimer // Base's ResponseHeaderTimeout, if set
 	done   atomic.Bool
 }
@@ -473,6 +504,10 @@ func (r *h3Response) finish() {
 	}
 	if r.header != nil {
 		r.header.cancel(nil)
+	}
+	if r.own != nil {
+		r.h.closeConns([]*h3Conn{r.own})
+		defer r.h.releaseSocket()
 	}
 	r.h.requestDone(r.host)
 }

@@ -6,16 +6,19 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/h426/upgrade/internal/testserver"
+	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 )
 
@@ -592,6 +595,55 @@ func TestHTTP3ResponseHeaderTimeout(t *testing.T) {
 			t.Errorf("got %q", body)
 		}
 	})
+}
+
+// With Base's DisableKeepAlives, each HTTP/3 request has a connection of
+// its own, closed when its response is done. The server tells connections
+// apart by stream ID: a new connection's first request is stream 0.
+func TestHTTP3DisableKeepAlives(t *testing.T) {
+	for _, disable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DisableKeepAlives=%v", disable), func(t *testing.T) {
+			var mu sync.Mutex
+			var streams []quic.StreamID
+			record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if b, ok := r.Body.(interface{ StreamID() quic.StreamID }); ok {
+					mu.Lock()
+					streams = append(streams, b.StreamID())
+					mu.Unlock()
+				}
+				io.WriteString(w, "ok\n")
+			})
+			s := h3Server(t, record)
+			base := legacyBase(t, s.CertPool())
+			base.DisableKeepAlives = disable
+			tr := h3Transport(t, base)
+			var h *http3Transport
+			for range 2 {
+				getOverH3(t, tr, s.URL)
+				if h = h3Of(t, tr); disable {
+					if _, conns, _ := h.counts(); conns != 0 {
+						t.Errorf("%d QUIC connections left after the response", conns)
+					}
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := []quic.StreamID{0, 4}
+			if disable {
+				want = []quic.StreamID{0, 0}
+			}
+			if !slices.Equal(streams, want) {
+				t.Errorf("HTTP/3 requests came on streams %v, want %v", streams, want)
+			}
+			wantDials := int32(1)
+			if disable {
+				wantDials = 2
+			}
+			if n := h.dialed.Load(); n != wantDials {
+				t.Errorf("%d QUIC connections dialed, want %d", n, wantDials)
+			}
+		})
+	}
 }
 
 // poolKey is quic-go's own pool key, so the transport knows which
