@@ -7,39 +7,106 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/idna"
 )
 
 // http3Transport is quic-go's HTTP/3 transport on a UDP socket of its own,
-// so that its dial failures carry the connectError mark and Close releases
-// the socket. quic-go's Close cuts every connection at once, so Close here
-// waits for the responses still being read before it calls it.
+// so that its dial failures carry the connectError mark and its lifetime
+// is what net/http users expect, who never call Close:
+//
+//   - a connection no request has used for Base's IdleConnTimeout is
+//     closed, per host;
+//   - CloseIdleConnections closes every connection no response is being
+//     read from;
+//   - once no connection is left and no dial is under way, the UDP socket
+//     and its goroutines go too; the next dial makes a new one.
+//
+// quic-go counts a connection idle once RoundTrip has returned, so closing
+// "idle" connections through it alone would cut response bodies; the
+// transport counts requests itself, per host, from RoundTrip until their
+// response is read to its end or closed. quic-go's Close cuts every
+// connection at once, so Close here waits for those responses first.
 type http3Transport struct {
 	*http3.Transport
 
-	mu      sync.Mutex      // guards the fields below
-	quic    *quic.Transport // built on the first dial
-	active  int             // requests whose response is not closed yet
-	closing bool            // Close was called; shut down when active is 0
+	idleTimeout   time.Duration // a connection unused this long is closed
+	headerTimeout time.Duration // Base's ResponseHeaderTimeout; zero means none
+	singleUse     bool          // Base's DisableKeepAlives: one connection per request
+
+	// gate keeps requests from starting while connections are being
+	// closed: RoundTrip holds it for reading while it counts a request,
+	// closing holds it for writing. Never taken with mu held.
+	gate sync.RWMutex
+
+	mu      sync.Mutex         // guards the fields below
+	sock    *quic.Transport    // the UDP socket, made on a dial when missing
+	conns   int                // connections dialed on sock and not yet closed
+	dials   int                // dials under way on sock
+	hosts   map[string]*h3Host // by pool key (poolKey)
+	active  int                // requests whose response is not done yet
+	closing bool               // Close was called; shut down when active is 0
+	keyless bool               // quic-go pooled a request under another key than poolKey: close by host no more
+
+	dialed atomic.Int32 // connections dialed, for tests
 }
 
-// newHTTP3 builds the HTTP/3 transport. QUIC has its own sockets, so only
-// the TLS settings and response limits carry over from the template.
+// h3Host is what the transport knows of one pool key: the requests and
+// the connections quic-go uses for it.
+type h3Host struct {
+	key       string
+	active    int         // requests whose response is not done yet
+	conns     []*h3Conn   // connections dialed for it, not yet closed
+	idle      *time.Timer // closes conns idleTimeout after active fell to 0
+	idleSince time.Time   // when active last fell to 0
+}
+
+// h3Conn is one dialed QUIC connection.
+type h3Conn struct {
+	conn *quic.Conn
+	host *h3Host
+	stop func() bool // stops the bookkeeping that runs when conn closes
+}
+
+// quicIdleTimeout is how long a connection may stay unused when Base sets
+// no IdleConnTimeout: quic-go's default MaxIdleTimeout, what a connection
+// that nobody pings gets.
+const quicIdleTimeout = 30 * time.Second
+
+// newHTTP3 builds the HTTP/3 transport. QUIC has its own sockets, so of
+// the template's settings only these carry over: TLS, the response limits,
+// IdleConnTimeout, ResponseHeaderTimeout and DisableKeepAlives.
 func (t *Transport) newHTTP3() *http3Transport {
 	// Clone, not TLSClientConfig.Clone: it first runs net/http's one-time
 	// setup, which writes the template's TLS config, so no read races it.
 	template := t.template().Clone()
-	h := &http3Transport{}
+	h := &http3Transport{
+		idleTimeout:   template.IdleConnTimeout,
+		headerTimeout: template.ResponseHeaderTimeout,
+		singleUse:     template.DisableKeepAlives,
+		hosts:         make(map[string]*h3Host),
+	}
+	if h.idleTimeout <= 0 {
+		h.idleTimeout = quicIdleTimeout
+	}
 	h.Transport = &http3.Transport{
 		TLSClientConfig: t.tlsConfig(template.TLSClientConfig, tls.VersionTLS13), // QUIC runs TLS 1.3 only
 		QUICConfig: &quic.Config{
 			HandshakeIdleTimeout: t.http3HandshakeTimeout(),
-			// As http3's defaults: no server-opened streams, keep-alives.
+			// No server-opened streams, as http3's default. Keep-alives
+			// too, so that QUIC's idle timeout never cuts a request whose
+			// server is slow to answer (net/http never cuts one for
+			// idleness); an unused connection is closed by idleTimeout.
 			MaxIncomingStreams: -1,
 			KeepAlivePeriod:    10 * time.Second,
 		},
@@ -50,36 +117,107 @@ func (t *Transport) newHTTP3() *http3Transport {
 	return h
 }
 
+// poolKeyContext carries a request's pool key to the dial it causes, which
+// checks that quic-go pools under the same key.
+type poolKeyContext struct{}
+
 func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	key := poolKey(req.URL)
+	h.gate.RLock()
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
+		h.gate.RUnlock()
 		if req.Body != nil {
 			req.Body.Close()
 		}
 		return nil, ErrClosed
 	}
 	h.active++
+	hs := h.host(key)
+	hs.active++
+	if hs.active == 1 && hs.idle != nil {
+		hs.idle.Stop()
+	}
 	h.mu.Unlock()
+	h.gate.RUnlock()
+
+	r := &h3Response{h: h, host: hs}
+	out := req.WithContext(context.WithValue(req.Context(), poolKeyContext{}, key)) // a shallow copy: req may be the caller's
 	if req.Body != nil && req.Body != http.NoBody {
 		// quic-go v0.65.0 closes the body twice when a request fails after
 		// its body began: in RoundTripOpt on the error, and when it stops
 		// sending. The body may be the caller's, owed exactly one Close.
-		req = req.WithContext(req.Context()) // a shallow copy: req may be the caller's
-		req.Body = &closeOnceBody{ReadCloser: req.Body}
+		out.Body = &closeOnceBody{ReadCloser: req.Body}
 	}
-	resp, err := h.Transport.RoundTrip(req)
+	if h.headerTimeout > 0 {
+		out = r.boundHeader(out, h.headerTimeout)
+	}
+	var resp *http.Response
+	var err error
+	if h.singleUse {
+		resp, err = h.roundTripOwnConn(out, key, r)
+	} else {
+		resp, err = h.Transport.RoundTrip(out)
+	}
+	if r.header != nil && r.header.stop() {
+		// Base's ResponseHeaderTimeout ended the request's context.
+		if err == nil {
+			resp.Body.Close()
+		}
+		resp, err = nil, errResponseHeaderTimeout
+	}
 	if err != nil {
-		h.requestDone()
+		r.finish()
+		return nil, err
 	}
-	return resp, err
+	resp.Request = req
+	r.body = resp.Body
+	resp.Body = r
+	return resp, nil
 }
 
-// requestDone is called once the response of a request is closed (see
-// releasingBody), or when the request failed.
-func (h *http3Transport) requestDone() {
+// roundTripOwnConn sends req over a connection of its own, closed when its
+// response is done: Base's DisableKeepAlives.
+func (h *http3Transport) roundTripOwnConn(req *http.Request, key string, r *h3Response) (*http.Response, error) {
+	tlsCfg := h.TLSClientConfig.Clone()
+	if tlsCfg.ServerName == "" {
+		tlsCfg.ServerName, _, _ = net.SplitHostPort(key)
+	}
+	tlsCfg.NextProtos = []string{http3.NextProtoH3}
+	c, err := h.dialConn(req.Context(), key, tlsCfg, h.QUICConfig)
+	if err == nil {
+		r.own = c
+		var resp *http.Response
+		if resp, err = h.NewClientConn(c.conn).RoundTrip(req); err == nil {
+			return resp, nil
+		}
+	}
+	if req.Body != nil {
+		req.Body.Close() // as http3.Transport does on an error
+	}
+	return nil, err
+}
+
+// host returns the state of key, made if missing. mu must be held.
+func (h *http3Transport) host(key string) *h3Host {
+	hs := h.hosts[key]
+	if hs == nil {
+		hs = &h3Host{key: key}
+		h.hosts[key] = hs
+	}
+	return hs
+}
+
+// requestDone is called once per request: when its response is read to
+// its end or closed, or when it failed.
+func (h *http3Transport) requestDone(hs *h3Host) {
 	h.mu.Lock()
 	h.active--
+	hs.active--
+	if hs.active == 0 {
+		h.becameIdle(hs)
+	}
 	last := h.closing && h.active == 0
 	h.mu.Unlock()
 	if last {
@@ -87,20 +225,131 @@ func (h *http3Transport) requestDone() {
 	}
 }
 
-// CloseIdleConnections closes the idle HTTP/3 connections, but only when no
-// response is being read: quic-go counts a connection idle once RoundTrip
-// has returned, and closing it would cut the response body.
-func (h *http3Transport) CloseIdleConnections() {
-	h.mu.Lock()
-	busy := h.active > 0
-	h.mu.Unlock()
-	if !busy {
-		h.Transport.CloseIdleConnections()
+// becameIdle starts the idle timer of hs, or forgets hs when it has no
+// connection left. mu must be held.
+func (h *http3Transport) becameIdle(hs *h3Host) {
+	if len(hs.conns) == 0 {
+		h.forgetHost(hs)
+		return
+	}
+	hs.idleSince = time.Now()
+	if hs.idle == nil {
+		hs.idle = time.AfterFunc(h.idleTimeout, func() { h.hostIdle(hs) })
+	} else {
+		hs.idle.Reset(h.idleTimeout)
 	}
 }
 
+// forgetHost drops hs when nothing uses it. mu must be held.
+func (h *http3Transport) forgetHost(hs *h3Host) {
+	if hs.active > 0 || len(hs.conns) > 0 {
+		return
+	}
+	if hs.idle != nil {
+		hs.idle.Stop()
+	}
+	if h.hosts[hs.key] == hs {
+		delete(h.hosts, hs.key)
+	}
+}
+
+// hostIdle closes the connections of hs when it has been unused for
+// idleTimeout.
+func (h *http3Transport) hostIdle(hs *h3Host) {
+	h.gate.Lock()
+	h.mu.Lock()
+	if hs.active > 0 || len(hs.conns) == 0 {
+		h.mu.Unlock()
+		h.gate.Unlock()
+		return
+	}
+	if wait := h.idleTimeout - time.Since(hs.idleSince); wait > 0 || (h.keyless && h.active > 0) {
+		// Used again since; or requests are not known by host, so wait
+		// for the whole transport to be idle.
+		if wait <= 0 {
+			wait = h.idleTimeout
+		}
+		hs.idle.Reset(wait)
+		h.mu.Unlock()
+		h.gate.Unlock()
+		return
+	}
+	victims := slices.Clone(hs.conns)
+	h.mu.Unlock()
+	h.closeConns(victims)
+	h.gate.Unlock()
+	h.releaseSocket()
+}
+
+// CloseIdleConnections closes the connections of every host no response
+// is being read from. When there is none at all, it also empties quic-go's
+// pool, stops the dials whose requests have gone, and closes the socket.
+func (h *http3Transport) CloseIdleConnections() {
+	h.gate.Lock()
+	h.mu.Lock()
+	all := h.active == 0
+	var victims []*h3Conn
+	for _, hs := range h.hosts {
+		if hs.active == 0 && (all || !h.keyless) {
+			victims = append(victims, hs.conns...)
+		}
+	}
+	h.mu.Unlock()
+	h.closeConns(victims)
+	if all {
+		// No request is counted and none starts before the gate opens, so
+		// every pooled connection is idle and every dial has lost its
+		// request. This also empties quic-go's pool of the dead ones.
+		h.Transport.CloseIdleConnections()
+	}
+	h.gate.Unlock()
+	h.releaseSocket()
+}
+
+// closeConns closes cs, telling the server (CONNECTION_CLOSE). Those that
+// had not closed already are forgotten at once, not by their callback.
+func (h *http3Transport) closeConns(cs []*h3Conn) {
+	for _, c := range cs {
+		mine := c.stop()
+		c.conn.CloseWithError(0, "")
+		if mine {
+			h.mu.Lock()
+			h.forgetConn(c)
+			h.mu.Unlock()
+		}
+	}
+}
+
+// forgetConn drops a closed connection. mu must be held.
+func (h *http3Transport) forgetConn(c *h3Conn) {
+	h.conns--
+	hs := c.host
+	if i := slices.Index(hs.conns, c); i >= 0 {
+		hs.conns = slices.Delete(hs.conns, i, i+1)
+	}
+	h.forgetHost(hs)
+}
+
+// releaseSocket closes the socket when no connection lives on it and no
+// dial is under way.
+func (h *http3Transport) releaseSocket() {
+	h.mu.Lock()
+	sock := h.sock
+	if sock == nil || h.conns > 0 || h.dials > 0 {
+		h.mu.Unlock()
+		return
+	}
+	h.sock = nil
+	h.mu.Unlock()
+	closeSocket(sock)
+}
+
+func closeSocket(sock *quic.Transport) error {
+	return errors.Join(sock.Close(), sock.Conn.Close())
+}
+
 // Close shuts down now if no response is being read, otherwise when the
-// last one is closed: the connections, then the QUIC transport and socket.
+// last one is done: the connections, then the QUIC transport and socket.
 func (h *http3Transport) Close() error {
 	h.mu.Lock()
 	h.closing = true
@@ -113,48 +362,219 @@ func (h *http3Transport) Close() error {
 }
 
 func (h *http3Transport) shutdown() error {
-	err := h.Transport.Close()
+	err := h.Transport.Close() // closes the pooled connections, stops their dials
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.quic != nil {
-		err = errors.Join(err, h.quic.Close(), h.quic.Conn.Close())
-		h.quic = nil
+	var victims []*h3Conn
+	for _, hs := range h.hosts {
+		victims = append(victims, hs.conns...)
+		if hs.idle != nil {
+			hs.idle.Stop()
+		}
+	}
+	h.mu.Unlock()
+	h.closeConns(victims) // those quic-go no longer pooled
+	h.mu.Lock()
+	sock := h.sock
+	h.sock = nil
+	h.mu.Unlock()
+	if sock != nil {
+		err = errors.Join(err, closeSocket(sock))
 	}
 	return err
 }
 
+// dial is http3.Transport's Dial.
 func (h *http3Transport) dial(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
-	qt, err := h.quicTransport()
+	c, err := h.dialConn(ctx, addr, tlsCfg, cfg)
 	if err != nil {
-		return nil, &connectError{err}
+		return nil, err
 	}
-	udpAddr, err := resolveUDP(ctx, addr)
-	if err != nil {
-		return nil, &connectError{err}
-	}
-	// Dial, not DialEarly: the handshake must be over before a request
-	// leaves, so that its failure is known to come first.
-	conn, err := qt.Dial(ctx, udpAddr, tlsCfg, cfg)
-	if err != nil {
-		return nil, &connectError{err}
-	}
-	return conn, nil
+	return c.conn, nil
 }
 
-func (h *http3Transport) quicTransport() (*quic.Transport, error) {
+// dialConn dials addr on the socket and keeps count of the connection
+// until it closes. Its errors carry the connectError mark.
+func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*h3Conn, error) {
+	sock, err := h.socket()
+	if err != nil {
+		return nil, &connectError{err}
+	}
+	var conn *quic.Conn
+	udpAddr, err := resolveUDP(ctx, addr)
+	if err == nil {
+		// Dial, not DialEarly: the handshake must be over before a request
+		// leaves, so that its failure is known to come first.
+		conn, err = sock.Dial(ctx, udpAddr, tlsCfg, cfg)
+	}
+	h.mu.Lock()
+	h.dials--
+	if err != nil {
+		h.mu.Unlock()
+		h.releaseSocket()
+		return nil, &connectError{err}
+	}
+	h.dialed.Add(1)
+	if key, ok := ctx.Value(poolKeyContext{}).(string); ok && key != addr {
+		h.keyless = true
+	}
+	hs := h.host(addr)
+	c := &h3Conn{conn: conn, host: hs}
+	hs.conns = append(hs.conns, c)
+	h.conns++
+	c.stop = context.AfterFunc(conn.Context(), func() {
+		h.mu.Lock()
+		h.forgetConn(c)
+		h.mu.Unlock()
+		h.releaseSocket()
+	})
+	if hs.active == 0 {
+		h.becameIdle(hs) // its request has gone
+	}
+	h.mu.Unlock()
+	return c, nil
+}
+
+// socket returns the UDP socket, made if missing, and counts a dial on it.
+func (h *http3Transport) socket() (*quic.Transport, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closing && h.active == 0 {
 		return nil, ErrClosed
 	}
-	if h.quic == nil {
+	if h.sock == nil {
 		udp, err := net.ListenUDP("udp", nil)
 		if err != nil {
 			return nil, err
 		}
-		h.quic = &quic.Transport{Conn: udp}
+		h.sock = &quic.Transport{Conn: udp}
 	}
-	return h.quic, nil
+	h.dials++
+	return h.sock, nil
+}
+
+// poolKey is the key http3.Transport pools a request's connection under,
+// and the address it dials: the URL's host, port 443 by default, as
+// quic-go's authorityAddr (v0.65.0) makes it. dialConn checks that the two
+// agree.
+func poolKey(u *url.URL) string {
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		host, port = u.Host, "443"
+	}
+	if a, err := idna.ToASCII(host); err == nil {
+		host = a
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		return host + ":" + port
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// h3Response is a response body that tells its transport when the
+// request is done, exactly once: when a Read returns an error or io.EOF (a
+// body read to its end and never closed, typical of HEAD, must not keep
+// its connection or Close waiting), when it is closed, or when the request
+// failed.
+type h3Response struct {
+	body   io.ReadCloser
+	h      *http3Transport
+	host   *h3Host
+	own    *h3Conn      // the request's own connection (singleUse), closed when done
+	header *headerTimer // Base's ResponseHeaderTimeout, if set
+	done   atomic.Bool
+}
+
+func (r *h3Response) Read(p []byte) (int, error) {
+	n, err := r.body.Read(p)
+	if err != nil {
+		r.finish()
+	}
+	return n, err
+}
+
+func (r *h3Response) Close() error {
+	err := r.body.Close()
+	r.finish()
+	return err
+}
+
+func (r *h3Response) finish() {
+	if !r.done.CompareAndSwap(false, true) {
+		return
+	}
+	if r.header != nil {
+		r.header.cancel(nil)
+	}
+	if r.own != nil {
+		r.h.closeConns([]*h3Conn{r.own})
+		defer r.h.releaseSocket()
+	}
+	r.h.requestDone(r.host)
+}
+
+// errResponseHeaderTimeout is net/http's error for ResponseHeaderTimeout.
+var errResponseHeaderTimeout error = &timeoutError{"net/http: timeout awaiting response headers"}
+
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// boundHeader returns req with a context that ends when no response header
+// came within d of the request being written, as net/http counts
+// ResponseHeaderTimeout. The context ends at the latest when r is done.
+func (r *h3Response) boundHeader(req *http.Request, d time.Duration) *http.Request {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	r.header = &headerTimer{d: d, cancel: cancel}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: r.header.wrote})
+	return req.WithContext(ctx)
+}
+
+// headerTimer is ResponseHeaderTimeout for one request.
+type headerTimer struct {
+	d      time.Duration
+	cancel context.CancelCauseFunc
+
+	mu    sync.Mutex // guards the fields below
+	timer *time.Timer
+	over  bool // the response header came or the request failed: start no timer
+	fired bool
+}
+
+// wrote starts the timer once the request is written (quic-go's WroteRequest).
+func (ht *headerTimer) wrote(info httptrace.WroteRequestInfo) {
+	if info.Err != nil {
+		return
+	}
+	ht.mu.Lock()
+	defer ht.mu.Unlock()
+	if ht.over || ht.timer != nil {
+		return
+	}
+	ht.timer = time.AfterFunc(ht.d, ht.fire)
+}
+
+func (ht *headerTimer) fire() {
+	ht.mu.Lock()
+	if ht.over {
+		ht.mu.Unlock()
+		return
+	}
+	ht.over, ht.fired = true, true
+	ht.mu.Unlock()
+	ht.cancel(errResponseHeaderTimeout)
+}
+
+// stop ends the timer and reports whether it fired first.
+func (ht *headerTimer) stop() bool {
+	ht.mu.Lock()
+	defer ht.mu.Unlock()
+	ht.over = true
+	if ht.timer != nil {
+		ht.timer.Stop()
+	}
+	return ht.fired
 }
 
 // closeOnceBody passes on the first Close only.

@@ -6,12 +6,20 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/h426/upgrade/internal/testserver"
+	"github.com/quic-go/quic-go"
+	"go.uber.org/goleak"
 )
 
 // h1h2Base speaks HTTP/1.1 and HTTP/2 over TCP, as most clients do.
@@ -323,4 +331,358 @@ func TestCloseLetsHTTP3ResponseFinish(t *testing.T) {
 		t.Errorf("in-flight %s response after Close: %q", resp.Proto, body)
 	}
 	// goleak in TestMain checks the QUIC socket went with the last response.
+}
+
+// h3Server is a server that demands HTTP/3 of every request. It returns
+// once its QUIC listener runs, so that a goroutine baseline taken after it
+// holds the server's own.
+func h3Server(t testing.TB, handler http.Handler) *testserver.Server {
+	t.Helper()
+	const last = "quic-go.(*baseServer).runSendQueue(" // the listener's last goroutine to start
+	before := goroutinesIn(last)
+	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}, Handler: handler})
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.ContainsFunc(goroutinesIn(last), func(id string) bool { return !slices.Contains(before, id) }) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's QUIC listener did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return s
+}
+
+// goroutinesIn returns the IDs of the goroutines whose stack holds frame.
+func goroutinesIn(frame string) []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var ids []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, frame) {
+			id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// h3Transport wraps base with a QUIC setup bound that a loaded machine
+// meets; it is closed when the test ends.
+func h3Transport(t testing.TB, base http.RoundTripper) *Transport {
+	tr := newTransport(t, base)
+	tr.HTTP3HandshakeTimeout = 10 * time.Second
+	return tr
+}
+
+// getOverH3 sends a GET through rt, reads its body and closes it, and
+// checks it was served over HTTP/3.
+func getOverH3(t testing.TB, rt http.RoundTripper, url string) string {
+	t.Helper()
+	resp, err := rt.RoundTrip(newRequest(t, testContext(t), "GET", url, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, resp)
+	if resp.Proto != "HTTP/3.0" {
+		t.Fatalf("got %d over %s, want HTTP/3.0", resp.StatusCode, resp.Proto)
+	}
+	return body
+}
+
+// h3Of returns the HTTP/3 transport tr has built.
+func h3Of(t testing.TB, tr *Transport) *http3Transport {
+	t.Helper()
+	for _, rt := range tr.inner.all() {
+		if h, ok := rt.(*http3Transport); ok {
+			return h
+		}
+	}
+	t.Fatal("no HTTP/3 transport was built")
+	return nil
+}
+
+// counts returns the requests not done, the connections alive, and
+// whether the UDP socket is open.
+func (h *http3Transport) counts() (active, conns int, socket bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.active, h.conns, h.sock != nil
+}
+
+// waitGoroutinesGone waits, generously, for every goroutine started since
+// baseline (goleak.IgnoreCurrent) to end: client and server, QUIC and TCP.
+// It fails listing those still running.
+func waitGoroutinesGone(t testing.TB, baseline goleak.Option) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := goleak.Find(baseline)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines left behind: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// http.Client users never call Close. Twenty short-lived clients, each
+// with one HTTP/3 replay and then CloseIdleConnections, leave no goroutine
+// behind: the QUIC connections, the UDP socket and its reader all go.
+func TestHTTP3CloseIdleConnectionsReleasesSocket(t *testing.T) {
+	s := h3Server(t, nil)
+	baseline := goleak.IgnoreCurrent()
+	for range 20 {
+		tr := &Transport{Base: legacyBase(t, s.CertPool()), HTTP3HandshakeTimeout: 10 * time.Second}
+		client := &http.Client{Transport: tr}
+		getOverH3(t, client.Transport, s.URL)
+		client.CloseIdleConnections()
+		if _, conns, socket := h3Of(t, tr).counts(); conns != 0 || socket {
+			t.Errorf("after CloseIdleConnections: %d QUIC connections, socket open %v", conns, socket)
+		}
+	}
+	waitGoroutinesGone(t, baseline)
+}
+
+// CloseIdleConnections closes the connections of hosts with nothing in
+// flight, and leaves one whose response is being read.
+func TestHTTP3CloseIdleConnectionsSparesResponseBeingRead(t *testing.T) {
+	release := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			io.WriteString(w, "ok\n")
+			return
+		}
+		io.WriteString(w, "part1\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "part2\n")
+	})
+	busy, idle := h3Server(t, slow), h3Server(t, nil)
+	base := legacyBase(t, busy.CertPool())
+	base.TLSClientConfig.RootCAs.AppendCertsFromPEM(idle.CA().PEM())
+	tr := h3Transport(t, base)
+	getOverH3(t, tr, idle.URL)
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", busy.URL+"/slow", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := h3Of(t, tr)
+	tr.CloseIdleConnections()
+	if _, conns, _ := h.counts(); conns != 1 {
+		t.Errorf("%d QUIC connections after CloseIdleConnections, want the busy one only", conns)
+	}
+	close(release)
+	if body := readAll(t, resp); body != "part1\npart2\n" {
+		t.Errorf("response being read during CloseIdleConnections: %q", body)
+	}
+	tr.CloseIdleConnections()
+	if _, conns, socket := h.counts(); conns != 0 || socket {
+		t.Errorf("after the response: %d QUIC connections, socket open %v", conns, socket)
+	}
+}
+
+// A connection unused for Base's IdleConnTimeout is closed, and with the
+// last one the socket goes; the next request dials again.
+func TestHTTP3IdleConnTimeout(t *testing.T) {
+	s := h3Server(t, nil)
+	baseline := goleak.IgnoreCurrent()
+	base := legacyBase(t, s.CertPool())
+	base.IdleConnTimeout = 200 * time.Millisecond
+	tr := h3Transport(t, base)
+	getOverH3(t, tr, s.URL)
+	waitGoroutinesGone(t, baseline) // Base's TCP connection times out too
+	h := h3Of(t, tr)
+	if _, conns, socket := h.counts(); conns != 0 || socket {
+		t.Errorf("after IdleConnTimeout: %d QUIC connections, socket open %v", conns, socket)
+	}
+	getOverH3(t, tr, s.URL) // remembered: straight to HTTP/3
+	if n := h.dialed.Load(); n != 2 {
+		t.Errorf("%d QUIC connections dialed, want 2", n)
+	}
+}
+
+// The idle timeout counts from the end of a response, never cutting one:
+// not while the server thinks, nor while the body comes slowly.
+func TestHTTP3IdleConnTimeoutSparesRequests(t *testing.T) {
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(600 * time.Millisecond)
+		io.WriteString(w, "part1\n")
+		w.(http.Flusher).Flush()
+		time.Sleep(600 * time.Millisecond)
+		io.WriteString(w, "part2\n")
+	})
+	s := h3Server(t, slow)
+	base := legacyBase(t, s.CertPool())
+	base.IdleConnTimeout = 200 * time.Millisecond
+	tr := h3Transport(t, base)
+	if body := getOverH3(t, tr, s.URL); body != "part1\npart2\n" {
+		t.Errorf("slow response: %q", body)
+	}
+	if n := h3Of(t, tr).dialed.Load(); n != 1 {
+		t.Errorf("%d QUIC connections dialed for one request, want 1", n)
+	}
+}
+
+// A response read to its end counts as done though it is never closed
+// (HEAD, typically), so Close still releases everything; a later Close of
+// the body does not count it twice.
+func TestHTTP3ResponseDoneAtEOF(t *testing.T) {
+	s := h3Server(t, nil)
+	baseline := goleak.IgnoreCurrent()
+	tr := &Transport{Base: legacyBase(t, s.CertPool()), HTTP3HandshakeTimeout: 10 * time.Second}
+	for _, method := range []string{"HEAD", "GET"} {
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), method, s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(resp.Body); err != nil || resp.Proto != "HTTP/3.0" {
+			t.Fatalf("%s over %s: %v", method, resp.Proto, err)
+		}
+		if active, _, _ := h3Of(t, tr).counts(); active != 0 {
+			t.Errorf("%s read to EOF: %d requests still active", method, active)
+		}
+	}
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp) // to EOF, then closed
+	resp.Body.Close()
+	h := h3Of(t, tr)
+	if active, _, _ := h.counts(); active != 0 {
+		t.Errorf("read to EOF and closed twice: %d requests active, want 0", active)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, conns, socket := h.counts(); conns != 0 || socket {
+		t.Errorf("after Close: %d QUIC connections, socket open %v", conns, socket)
+	}
+	waitGoroutinesGone(t, baseline)
+}
+
+// Base's ResponseHeaderTimeout bounds the HTTP/3 replay as net/http bounds
+// its own requests: from the request written to the response header, not
+// the body after it.
+func TestHTTP3ResponseHeaderTimeout(t *testing.T) {
+	t.Run("server never answers", func(t *testing.T) {
+		for _, body := range []io.Reader{nil, bytes.NewReader(bytes.Repeat([]byte("x"), 64<<10))} {
+			s := h3Server(t, testserver.Hang)
+			base := legacyBase(t, s.CertPool())
+			base.ResponseHeaderTimeout = 300 * time.Millisecond
+			tr := h3Transport(t, base)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			began := time.Now()
+			_, err := tr.RoundTrip(newRequest(t, ctx, "PUT", s.URL, body))
+			took := time.Since(began)
+			if !isTimeout(err) || !strings.Contains(err.Error(), "net/http: timeout awaiting response headers") {
+				t.Errorf("got %v, want net/http's timeout awaiting response headers", err)
+			}
+			if ctx.Err() != nil || took > 15*time.Second {
+				t.Errorf("ended after %v, by the request's own deadline", took)
+			}
+			if seen := s.Requests(); len(seen) != 2 || seen[1].Proto != "HTTP/3.0" {
+				t.Errorf("server saw %+v, want the replay over HTTP/3", seen)
+			}
+		}
+	})
+	t.Run("slow body after the header", func(t *testing.T) {
+		slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "part1\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(900 * time.Millisecond)
+			io.WriteString(w, "part2\n")
+		})
+		s := h3Server(t, slow)
+		base := legacyBase(t, s.CertPool())
+		base.ResponseHeaderTimeout = 300 * time.Millisecond
+		tr := h3Transport(t, base)
+		if body := getOverH3(t, tr, s.URL); body != "part1\npart2\n" {
+			t.Errorf("got %q", body)
+		}
+	})
+}
+
+// With Base's DisableKeepAlives, each HTTP/3 request has a connection of
+// its own, closed when its response is done. The server tells connections
+// apart by stream ID: a new connection's first request is stream 0.
+func TestHTTP3DisableKeepAlives(t *testing.T) {
+	for _, disable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DisableKeepAlives=%v", disable), func(t *testing.T) {
+			var mu sync.Mutex
+			var streams []quic.StreamID
+			record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if b, ok := r.Body.(interface{ StreamID() quic.StreamID }); ok {
+					mu.Lock()
+					streams = append(streams, b.StreamID())
+					mu.Unlock()
+				}
+				io.WriteString(w, "ok\n")
+			})
+			s := h3Server(t, record)
+			base := legacyBase(t, s.CertPool())
+			base.DisableKeepAlives = disable
+			tr := h3Transport(t, base)
+			var h *http3Transport
+			for range 2 {
+				getOverH3(t, tr, s.URL)
+				if h = h3Of(t, tr); disable {
+					if _, conns, _ := h.counts(); conns != 0 {
+						t.Errorf("%d QUIC connections left after the response", conns)
+					}
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := []quic.StreamID{0, 4}
+			if disable {
+				want = []quic.StreamID{0, 0}
+			}
+			if !slices.Equal(streams, want) {
+				t.Errorf("HTTP/3 requests came on streams %v, want %v", streams, want)
+			}
+			wantDials := int32(1)
+			if disable {
+				wantDials = 2
+			}
+			if n := h.dialed.Load(); n != wantDials {
+				t.Errorf("%d QUIC connections dialed, want %d", n, wantDials)
+			}
+		})
+	}
+}
+
+// poolKey is quic-go's own pool key, so the transport knows which
+// connection a request uses.
+func TestHTTP3PoolKey(t *testing.T) {
+	for host, want := range map[string]string{
+		"example.com":      "example.com:443",
+		"example.com:8443": "example.com:8443",
+		"127.0.0.1":        "127.0.0.1:443",
+		"[::1]":            "[::1]:443",
+		"[::1]:8443":       "[::1]:8443",
+		"bücher.example":   "xn--bcher-kva.example:443",
+	} {
+		if got := poolKey(&url.URL{Host: host}); got != want {
+			t.Errorf("poolKey(%q) = %q, want %q", host, got, want)
+		}
+	}
+	s := h3Server(t, nil)
+	tr := h3Transport(t, legacyBase(t, s.CertPool()))
+	getOverH3(t, tr, s.URL)
+	h := h3Of(t, tr)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.hosts[s.Addr]; !ok || h.keyless {
+		t.Errorf("hosts %v, keyless %v: quic-go dialed under another key than %s", h.hosts, h.keyless, s.Addr)
+	}
 }

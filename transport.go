@@ -430,34 +430,7 @@ func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, er
 	if !tgt.directRoute() && t.proxied(out) {
 		rt = throughProxy{rt}
 	}
-	resp, err := rt.RoundTrip(out)
-	if h, ok := rt.(*http3Transport); ok && err == nil {
-		resp.Body = &releasingBody{ReadCloser: resp.Body, t: t, h: h}
-	}
-	return resp, err
-}
-
-// releasingBody tells the HTTP/3 transport when a response is done: quic-go
-// counts a connection idle once RoundTrip has returned, so closing idle
-// connections (or the transport, at Close) must wait for the responses
-// still being read.
-type releasingBody struct {
-	io.ReadCloser
-	t      *Transport
-	h      *http3Transport
-	closed atomic.Bool
-}
-
-func (b *releasingBody) Close() error {
-	err := b.ReadCloser.Close()
-	if !b.closed.CompareAndSwap(false, true) {
-		return err
-	}
-	b.h.requestDone()
-	if b.t.closed.Load() {
-		closeIdle(b.h)
-	}
-	return err
+	return rt.RoundTrip(out)
 }
 
 // CloseIdleConnections closes the idle connections of Base and of every
