@@ -139,16 +139,24 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if hs.active == 1 && hs.idle != nil {
 		hs.idle.Stop()
 	}
+	dialing := len(hs.conns) == 0
 	h.mu.Unlock()
 	h.gate.RUnlock()
 
+	// The response's one allocation also holds what the request needs.
 	r := &h3Response{h: h, host: hs}
-	out := req.WithContext(context.WithValue(req.Context(), poolKeyContext{}, key)) // a shallow copy: req may be the caller's
+	out := req
+	if dialing {
+		// A dial is coming: let it check that quic-go pools under key.
+		out = req.WithContext(context.WithValue(req.Context(), poolKeyContext{}, key))
+	}
 	if req.Body != nil && req.Body != http.NoBody {
 		// quic-go v0.65.0 closes the body twice when a request fails after
 		// its body began: in RoundTripOpt on the error, and when it stops
 		// sending. The body may be the caller's, owed exactly one Close.
-		out.Body = &closeOnceBody{ReadCloser: req.Body}
+		r.out, r.reqBody.ReadCloser = *out, req.Body // a shallow copy: req may be the caller's
+		out = &r.out
+		out.Body = &r.reqBody
 	}
 	if h.headerTimeout > 0 {
 		out = r.boundHeader(out, h.headerTimeout)
@@ -457,6 +465,9 @@ func (h *http3Transport) socket() (*quic.Transport, error) {
 // quic-go's authorityAddr (v0.65.0) makes it. dialConn checks that the two
 // agree.
 func poolKey(u *url.URL) string {
+	if host, _, err := net.SplitHostPort(u.Host); err == nil && isASCII(host) && !strings.HasPrefix(u.Host, "[") {
+		return u.Host // what the steps below would make again, at a cost
+	}
 	host, port, err := net.SplitHostPort(u.Host)
 	if err != nil {
 		host, port = u.Host, "443"
@@ -476,12 +487,14 @@ func poolKey(u *url.URL) string {
 // its connection or Close waiting), when it is closed, or when the request
 // failed.
 type h3Response struct {
-	body   io.ReadCloser
-	h      *http3Transport
-	host   *h3Host
-	own    *h3Conn      // the request's own connection (singleUse), closed when done
-	header *headerTimer // Base's ResponseHeaderTimeout, if set
-	done   atomic.Bool
+	body    io.ReadCloser
+	h       *http3Transport
+	host    *h3Host
+	out     http.Request  // the request as sent, when it has a body
+	reqBody closeOnceBody // its body, closed once
+	own     *h3Conn       // the request's own connection (singleUse), closed when done
+	header  *headerTimer  // Base's ResponseHeaderTimeout, if set
+	done    atomic.Bool
 }
 
 func (r *h3Response) Read(p []byte) (int, error) {
@@ -606,4 +619,13 @@ func resolveUDP(ctx context.Context, addr string) (*net.UDPAddr, error) {
 		return nil, err
 	}
 	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(portNum))), nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
