@@ -175,6 +175,15 @@ func BenchmarkLoopbackAB(b *testing.B) {
 				func() { benchRequest(b, up, "GET", s.URL, nil, target.proto) })
 		})
 	}
+	// The instrument's own floor: two bare transports alike in every way.
+	b.Run("control", func(b *testing.B) {
+		target := rememberedTargets[len(rememberedTargets)-1]
+		s := startServer(b, target.server)
+		one, other := target.bare(b, s), target.bare(b, s)
+		measureAB(b,
+			func() { benchRequest(b, one, "GET", s.URL, nil, target.proto) },
+			func() { benchRequest(b, other, "GET", s.URL, nil, target.proto) })
+	})
 }
 
 // BenchmarkFirstContact: 100 requests to an origin met for the first time,
