@@ -4,8 +4,8 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -29,24 +29,30 @@ type memoryEntry struct {
 
 // memory remembers per origin the protocol a replay succeeded over, so the
 // next request goes there directly. It is read on every request and
-// written once per origin learned, so lookups take no lock: the map is
-// replaced whole, under mu, by each write. It is bounded by an approximate
-// LRU: every write starts a new epoch, an entry notes the epoch it was last
-// used in, and the one used longest ago goes first when the memory is full.
-// golang-lru's caches are not used: their lookups take a lock, and the
-// expirable one starts a goroutine that never exits.
+// written once per origin learned, so lookups take no lock: each of its
+// shards is a map replaced whole, under mu, by a write to it. Sharding
+// keeps a write's copy small when a client meets thousands of origins.
+// Slots are found by a hash of the host (origin.host), so a lookup hashes
+// one string; a host has a slot per scheme and virtual host. The memory is
+// bounded by an approximate LRU: every put starts a new epoch, a slot
+// notes the epoch it was last used in, and the one used longest ago goes
+// first when the memory is full. golang-lru's caches are not used: their
+// lookups take a lock, and the expirable one starts a goroutine that never
+// exits.
 type memory struct {
 	ttl  time.Duration
 	size int
 
-	// entries holds the slots per host (origin.host), so that a lookup
-	// hashes one string; a host has one slot per scheme and virtual host.
-	entries atomic.Pointer[map[string][]*memorySlot] // never written in place
-	epoch   atomic.Uint64                            // bumped by every put
+	seed   maphash.Seed
+	count  atomic.Int32                                           // n, read without the lock on every request
+	shards [memoryShards]atomic.Pointer[map[uint64][]*memorySlot] // never written in place
+	epoch  atomic.Uint64                                          // bumped by every put
 
 	mu sync.Mutex // serialises writers: put, forget; guards n
-	n  int        // slots in entries
+	n  int        // slots in all shards
 }
+
+const memoryShards = 64
 
 type memorySlot struct {
 	origin origin
@@ -55,22 +61,28 @@ type memorySlot struct {
 }
 
 func newMemory(size int, ttl time.Duration) *memory {
-	return &memory{ttl: ttl, size: size}
+	return &memory{ttl: ttl, size: size, seed: maphash.MakeSeed()}
 }
 
 // empty reports whether nothing is remembered.
 func (m *memory) empty() bool {
-	entries := m.entries.Load()
-	return entries == nil || len(*entries) == 0
+	return m.count.Load() == 0
+}
+
+// shardOf returns o's host hash and the shard it lives in.
+func (m *memory) shardOf(o origin) (uint64, *atomic.Pointer[map[uint64][]*memorySlot]) {
+	h := maphash.String(m.seed, o.host)
+	return h, &m.shards[h%memoryShards]
 }
 
 // lookup returns what o demanded, unless it has expired by now.
 func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
-	entries := m.entries.Load()
-	if entries == nil {
+	h, shard := m.shardOf(o)
+	slots := shard.Load()
+	if slots == nil {
 		return candidate{}, false
 	}
-	for _, e := range (*entries)[o.host] {
+	for _, e := range (*slots)[h] {
 		if e.origin != o {
 			continue
 		}
@@ -93,86 +105,101 @@ func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
 func (m *memory) put(o origin, entry memoryEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	next := m.copyWithout(o)
+	m.remove(o)
 	if m.n >= m.size {
-		m.evictOne(next)
+		m.evictOne()
 	}
 	e := &memorySlot{origin: o, memoryEntry: entry}
 	e.used.Store(m.epoch.Add(1))
-	next[o.host] = append(next[o.host], e)
+	h, shard := m.shardOf(o)
+	next := copyShard(shard)
+	next[h] = append(slices.Clip(next[h]), e)
+	shard.Store(&next)
 	m.n++
-	m.entries.Store(&next)
+	m.count.Store(int32(m.n))
 }
 
 // forget drops what is remembered for o.
 func (m *memory) forget(o origin) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	next := m.copyWithout(o)
-	m.entries.Store(&next)
+	m.remove(o)
 }
 
-// copyWithout returns a copy of the entries without o's slot, and counts
-// it out. Slices are shared with the old map unless they change.
-func (m *memory) copyWithout(o origin) map[string][]*memorySlot {
-	var old map[string][]*memorySlot
-	if p := m.entries.Load(); p != nil {
-		old = *p
+// remove drops o's slot, if any. The caller holds mu.
+func (m *memory) remove(o origin) {
+	h, shard := m.shardOf(o)
+	p := shard.Load()
+	if p == nil {
+		return
 	}
-	next := make(map[string][]*memorySlot, len(old)+1)
-	for host, slots := range old {
-		next[host] = slots
-	}
-	m.remove(next, o)
-	return next
-}
-
-// remove drops o's slot from entries, a map not yet published.
-func (m *memory) remove(entries map[string][]*memorySlot, o origin) {
-	slots := entries[o.host]
+	slots := (*p)[h]
 	i := slices.IndexFunc(slots, func(e *memorySlot) bool { return e.origin == o })
 	if i < 0 {
 		return
 	}
-	m.n--
+	next := copyShard(shard)
 	if len(slots) == 1 {
-		delete(entries, o.host)
-		return
+		delete(next, h)
+	} else {
+		next[h] = slices.Delete(slices.Clone(slots), i, i+1)
 	}
-	entries[o.host] = slices.Delete(slices.Clone(slots), i, i+1)
+	shard.Store(&next)
+	m.n--
+	m.count.Store(int32(m.n))
 }
 
-// evictOne drops from a full memory the entry used longest ago.
-func (m *memory) evictOne(entries map[string][]*memorySlot) {
-	var victim origin
-	oldest := uint64(math.MaxUint64)
-	for _, slots := range entries {
-		for _, e := range slots {
-			if used := e.used.Load(); used < oldest {
-				victim, oldest = e.origin, used
+// copyShard returns a copy of the shard's map to change and publish.
+func copyShard(shard *atomic.Pointer[map[uint64][]*memorySlot]) map[uint64][]*memorySlot {
+	var old map[uint64][]*memorySlot
+	if p := shard.Load(); p != nil {
+		old = *p
+	}
+	next := make(map[uint64][]*memorySlot, len(old)+1)
+	for h, slots := range old {
+		next[h] = slots
+	}
+	return next
+}
+
+// evictOne drops the entry used longest ago. The caller holds mu.
+func (m *memory) evictOne() {
+	var victim *memorySlot
+	for i := range m.shards {
+		if p := m.shards[i].Load(); p != nil {
+			for _, slots := range *p {
+				for _, e := range slots {
+					if victim == nil || e.used.Load() < victim.used.Load() {
+						victim = e
+					}
+				}
 			}
 		}
 	}
-	m.remove(entries, victim)
+	if victim != nil {
+		m.remove(victim.origin)
+	}
 }
 
 // live returns the entries that have not expired by now, least recently
 // used first.
 func (m *memory) live(now time.Time) []memoryFileEntry {
-	p := m.entries.Load()
-	if p == nil {
-		return nil
-	}
 	type liveEntry struct {
 		o    origin
 		e    *memorySlot
 		used uint64
 	}
 	var entries []liveEntry
-	for _, slots := range *p {
-		for _, e := range slots {
-			if now.Before(e.expires) {
-				entries = append(entries, liveEntry{e.origin, e, e.used.Load()})
+	for i := range m.shards {
+		p := m.shards[i].Load()
+		if p == nil {
+			continue
+		}
+		for _, slots := range *p {
+			for _, e := range slots {
+				if now.Before(e.expires) {
+					entries = append(entries, liveEntry{e.origin, e, e.used.Load()})
+				}
 			}
 		}
 	}
