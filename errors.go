@@ -71,10 +71,14 @@ type Attempt struct {
 // UpgradeError is returned by RoundTrip when every usable offered protocol
 // failed before a response (dial, handshake, ALPN). Response is the 426, its
 // body buffered up to the drain bound, so a caller can still read it.
+// When the demand came as a refused TLS handshake instead of a 426
+// (refusal.go), Response is nil and Refusal is Base's error; Offered is
+// what the alert was read as.
 type UpgradeError struct {
 	Offered  []Protocol
 	Attempts []Attempt
 	Response *http.Response
+	Refusal  error
 }
 
 func (e *UpgradeError) Error() string {
@@ -93,11 +97,15 @@ func (e *UpgradeError) Error() string {
 	return b.String()
 }
 
-// Unwrap returns each attempt's error, so errors.Is and errors.As see them.
+// Unwrap returns each attempt's error, and the refusal if any, so
+// errors.Is and errors.As see them.
 func (e *UpgradeError) Unwrap() []error {
-	errs := make([]error, len(e.Attempts))
-	for i, a := range e.Attempts {
-		errs[i] = a.Err
+	errs := make([]error, 0, len(e.Attempts)+1)
+	for _, a := range e.Attempts {
+		errs = append(errs, a.Err)
+	}
+	if e.Refusal != nil {
+		errs = append(errs, e.Refusal)
 	}
 	return errs
 }

@@ -16,7 +16,9 @@ import (
 // returns the protocols to try, in order; ones not in usable are ignored,
 // so a hook can narrow and reorder but never widen the security policy. An
 // error vetoes the upgrade: the 426 is returned and the trace reports the
-// error.
+// error. It is asked too before a protocol remembered for the origin is
+// used, and after a TLS handshake refused with a demand (refusal.go); resp
+// is then a 426 standing for that demand, its Upgrade header naming it.
 type CheckUpgradeFunc func(req *http.Request, resp *http.Response, usable []Protocol) ([]Protocol, error)
 
 // DefaultCheckUpgrade tries every usable offer in the server's order.

@@ -13,6 +13,12 @@ import (
 type Trace struct {
 	// Got426 is called when a response has status 426 Upgrade Required.
 	Got426 func(Got426Info)
+	// HandshakeRefused is called instead when Base's TLS handshake was
+	// refused with an alert that states a demand: protocol_version to a
+	// client capped below TLS 1.3, no_application_protocol to one that
+	// offered only http/1.1. Decided and the replay hooks follow as after
+	// a 426.
+	HandshakeRefused func(HandshakeRefusedInfo)
 	// Decided is called once per 426 with the protocols that will be tried,
 	// in order, and why the other offers were left out. When nothing will
 	// be tried, Reason says why and the 426 is returned to the caller.
@@ -62,6 +68,12 @@ type Got426Info struct {
 	Err     error      // a *ParseError when the header is malformed
 	Proto   string     // the protocol the 426 came over, such as "HTTP/1.1"
 	TLS     uint16     // the TLS version it came over; 0 in clear
+}
+
+// HandshakeRefusedInfo describes a refused TLS handshake read as a demand.
+type HandshakeRefusedInfo struct {
+	Err    error      // Base's error, wrapping a tls.AlertError
+	Demand []Protocol // what the alert was read as: TLS/1.3 or HTTP/2
 }
 
 // DecisionInfo says what the transport does with a 426.

@@ -143,7 +143,8 @@ type transportRequest struct {
 	// outgrown is the remembered protocol the 426 came over, if it did:
 	// the origin demands more than it once did, on some path at least.
 	outgrown  *candidate
-	askedBase bool // the request went through Base after the outgrown route's 426
+	askedBase bool  // the request went through Base after the outgrown route's 426
+	refusal   error // Base's refused TLS handshake, when it stands for the 426
 }
 
 // RoundTrip sends req through Base, or straight over the protocol its
@@ -170,6 +171,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.send(r)
 	if err == nil && resp == nil {
 		err = errNilResponse // as http.Client would say
+	}
+	if err != nil && req.URL.Scheme == "https" {
+		if demand := handshakeDemand(err, t.template()); demand != nil {
+			// A refused handshake that states a demand is a 426 in
+			// another layer (refusal.go).
+			r.refusal = err
+			return t.upgrade(r, refusalResponse(req, demand))
+		}
 	}
 	if err != nil || resp.StatusCode != http.StatusUpgradeRequired {
 		r.bodies.done()
@@ -270,7 +279,12 @@ func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Res
 	}
 	offered, parseErr := ParseUpgrade(resp.Header)
 	r.offered = offered
-	if r.trace.Got426 != nil {
+	switch {
+	case r.refusal != nil:
+		if r.trace.HandshakeRefused != nil {
+			r.trace.HandshakeRefused(HandshakeRefusedInfo{Err: r.refusal, Demand: offered})
+		}
+	case r.trace.Got426 != nil:
 		r.trace.Got426(Got426Info{Offered: offered, Err: parseErr, Proto: resp.Proto, TLS: tlsVersion(resp)})
 	}
 	candidates, skipped, reason := t.decide(r, parseErr)
@@ -313,6 +327,9 @@ func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Res
 	}
 	if reason != nil {
 		r.bodies.done()
+		if r.refusal != nil {
+			return nil, r.refusal // Base's own answer: there is no 426 to return
+		}
 		return resp, nil
 	}
 	drain426(resp)
@@ -409,6 +426,9 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 			attempts = append(attempts, Attempt{Protocol: candidates[i+1].offer, Err: err})
 			break
 		}
+	}
+	if r.refusal != nil {
+		return nil, &UpgradeError{Offered: r.offered, Attempts: attempts, Refusal: r.refusal}
 	}
 	return nil, &UpgradeError{Offered: r.offered, Attempts: attempts, Response: r.resp426}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 )
 
@@ -66,12 +67,29 @@ func newTLSConfig(cfg Config, cert tls.Certificate) *tls.Config {
 		// ALPN (RFC 7301) decides between HTTP/2 and HTTP/1.1 over TLS.
 		NextProtos: []string{"h2", "http/1.1"},
 	}
-	if cfg.HTTP1Only {
+	switch {
+	case cfg.HTTP1Only:
 		conf.NextProtos = []string{"http/1.1"}
+	case cfg.HTTP2Only:
+		conf.NextProtos = []string{"h2"}
 	}
 	if cfg.ClientCAs != nil {
 		conf.ClientCAs = cfg.ClientCAs
 		conf.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	if cfg.HTTP2Only {
+		// crypto/tls lets a client that offers only http/1.1 through to an
+		// h2 server without ALPN (go.dev/issue/46310); Node's does not.
+		// Without "h2" in its list the server has no such fallback, and
+		// fails the handshake with no_application_protocol.
+		refuse := conf.Clone()
+		refuse.NextProtos = []string{"h2-only"}
+		conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			if !slices.Contains(hello.SupportedProtos, "h2") {
+				return refuse, nil
+			}
+			return nil, nil
+		}
 	}
 	return conf
 }

@@ -78,6 +78,12 @@ type Config struct {
 	// TLS, no h2c in clear. It does not affect HTTP3.
 	HTTP1Only bool
 
+	// HTTP2Only offers only "h2" in ALPN over TLS, so a client that offers
+	// only http/1.1 fails the handshake with the alert
+	// no_application_protocol, as Node's http2 server with allowHTTP1:
+	// false answers. Requires TLS; excludes HTTP1Only.
+	HTTP2Only bool
+
 	// HTTP3 also serves HTTP/3 (RFC 9114) over QUIC on the UDP port with
 	// the same number as the TCP port, so an "h3" offer for the server's
 	// URL reaches it. QUIC always runs TLS 1.3 (RFC 9001 section 4.2),

@@ -1,0 +1,82 @@
+package upgrade
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"reflect"
+)
+
+// Demands made below HTTP. Most servers that refuse an outdated client say
+// so in the TLS handshake, not with a 426: nginx with "ssl_protocols
+// TLSv1.3" answers a client capped at TLS 1.2 with the alert
+// protocol_version, and Node's http2 server with allowHTTP1: false answers
+// a client that offers only http/1.1 with no_application_protocol. Both
+// alerts exist only in the handshake (RFC 8446 §6.2, RFC 7301 §3.2), so no
+// byte of the request has left: like a 426, they say what the server would
+// take and that it did nothing with the request.
+const (
+	alertProtocolVersion       tls.AlertError = 70
+	alertNoApplicationProtocol tls.AlertError = 120
+)
+
+// handshakeDemand reads Base's error as a demand, or returns nil. Only the
+// alerts above, received by a client that could do better, qualify: a
+// protocol_version to one whose TLS maximum is below 1.3 means "TLS/1.3",
+// a no_application_protocol to one that offered only http/1.1 means
+// "HTTP/2". A bare EOF or a reset says nothing unambiguous and is left
+// alone, and so is a Base with its own TLS dialer, whose offer is unknown.
+func handshakeDemand(err error, base *http.Transport) []Protocol {
+	alert, ok := receivedAlert(err)
+	if base == nil || baseTLSDialer(base) != nil || !ok {
+		return nil
+	}
+	switch alert {
+	case alertProtocolVersion:
+		if cfg := base.TLSClientConfig; cfg != nil && cfg.MaxVersion != 0 && cfg.MaxVersion < tls.VersionTLS13 {
+			return []Protocol{{Name: "TLS", Version: "1.3"}}
+		}
+	case alertNoApplicationProtocol:
+		if p := protocolsOf(base); p.HTTP1() && !p.HTTP2() {
+			return []Protocol{{Name: "HTTP", Version: "2"}}
+		}
+	}
+	return nil
+}
+
+// refusalResponse stands for the refused handshake wherever a 426 is
+// expected (CheckUpgrade, the policy): its Upgrade header names the demand
+// the alert was read as, its body is empty.
+func refusalResponse(req *http.Request, demand []Protocol) *http.Response {
+	upgrade := demand[0].String()
+	for _, p := range demand[1:] {
+		upgrade += ", " + p.String()
+	}
+	return &http.Response{
+		Status: "426 Upgrade Required", StatusCode: http.StatusUpgradeRequired,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Upgrade": {upgrade}}, Body: http.NoBody, Request: req,
+	}
+}
+
+// receivedAlert returns the TLS alert the peer sent, recognised by its type,
+// not by its text. crypto/tls (Go 1.26) returns an alert received over TCP
+// as a *net.OpError "remote error" around a value of its unexported type
+// alert, a uint8; tls.AlertError, the exported one, is what it uses over
+// QUIC. Both are read here.
+func receivedAlert(err error) (tls.AlertError, bool) {
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return alert, true
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return 0, false
+	}
+	v := reflect.ValueOf(op.Err)
+	if v.Kind() != reflect.Uint8 || v.Type().PkgPath() != "crypto/tls" {
+		return 0, false
+	}
+	return tls.AlertError(v.Uint()), true
+}
