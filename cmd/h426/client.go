@@ -114,6 +114,9 @@ func newBase(legacy bool, tlsConf *tls.Config) *http.Transport {
 		base.Protocols = new(http.Protocols)
 		base.Protocols.SetHTTP1(true)
 		base.TLSClientConfig.MaxVersion = tls.VersionTLS12
+		// ALPN http/1.1, as curl --http1.1 offers it: an h2-only server
+		// then refuses the handshake with no_application_protocol.
+		base.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	}
 	return base
 }

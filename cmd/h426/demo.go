@@ -69,6 +69,16 @@ func scenarios() []scenario {
 		modern: true,
 		want:   outcome{status: http.StatusOK, proto: "HTTP/3.0", tls: tls.VersionTLS13, seen: 2},
 	}, {
+		// nginx with ssl_protocols TLSv1.3: no 426, an alert in the handshake.
+		name:   "TLS 1.3 only, handshake refused → 1.3",
+		server: testserver.Config{TLS: true, MinTLSVersion: tls.VersionTLS13},
+		want:   outcome{status: http.StatusOK, proto: "HTTP/1.1", tls: tls.VersionTLS13, seen: 1},
+	}, {
+		// Node's http2 server with allowHTTP1: false: the ALPN is refused.
+		name:   "h2 only, ALPN refused → HTTP/2",
+		server: testserver.Config{TLS: true, HTTP2Only: true},
+		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 1},
+	}, {
 		// UDP is dropped: HTTP/3 costs its setup bound, then HTTP/2 answers.
 		name:   "HTTP/3 unreachable → HTTP/2",
 		server: testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}},
@@ -197,6 +207,10 @@ type rowTrace struct {
 
 func (rt *rowTrace) hooks() *upgrade.Trace {
 	return &upgrade.Trace{
+		HandshakeRefused: func(info upgrade.HandshakeRefusedInfo) {
+			rt.first = "TLS alert"
+			rt.offer = "read as " + protocolList(info.Demand)
+		},
 		Got426: func(info upgrade.Got426Info) {
 			rt.first = "426 " + info.Proto
 			rt.offer = protocolList(info.Offered)

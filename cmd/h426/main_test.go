@@ -274,6 +274,18 @@ func TestClient(t *testing.T) {
 		wantStderr: []string{"offered: TLS/1.3", "final: HTTP/1.1, TLS 1.3, status 200 OK"},
 		wantSeen:   2,
 	}, {
+		name:       "-v shows a refused handshake read as a demand",
+		server:     testserver.Config{TLS: true, HTTP2Only: true},
+		args:       []string{"-v", "--legacy", "--cacert", "CA", "URL"},
+		wantStdout: []string{"ok\n"},
+		wantStderr: []string{
+			"* TLS handshake refused: remote error: tls: no application protocol",
+			"* read as a demand for: HTTP/2",
+			"* will try, in order: HTTP/2",
+			"* final: HTTP/2.0, TLS 1.2, status 200 OK",
+		},
+		wantSeen: 1,
+	}, {
 		name:       "unusable offer returns the 426",
 		server:     testserver.Config{TLS: true, Require: testserver.RefuseAll, Upgrade: []string{"websocket"}},
 		args:       []string{"-v", "--legacy", "--cacert", "CA", "URL"},

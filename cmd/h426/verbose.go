@@ -42,6 +42,7 @@ func (v *verbose) context(ctx context.Context) context.Context {
 	})
 	return upgrade.WithTrace(ctx, &upgrade.Trace{
 		Got426:              v.got426,
+		HandshakeRefused:    v.handshakeRefused,
 		Decided:             v.decided,
 		ReplayStart:         v.replayStart,
 		ReplayDone:          v.replayDone,
@@ -128,6 +129,11 @@ func (v *verbose) got426(info upgrade.Got426Info) {
 		return
 	}
 	v.printf("* offered: %s", protocolList(info.Offered))
+}
+
+func (v *verbose) handshakeRefused(info upgrade.HandshakeRefusedInfo) {
+	v.printf("* TLS handshake refused: %v", info.Err)
+	v.printf("* read as a demand for: %s", protocolList(info.Demand))
 }
 
 func (v *verbose) decided(info upgrade.DecisionInfo) {
