@@ -264,13 +264,14 @@ func combine(prev, next candidate) candidate {
 	return next
 }
 
-// rememberedDemand stands for the 426 that taught a remembered protocol,
-// when CheckUpgrade is asked about using it again: its Upgrade header
-// names what is remembered, its body is empty.
-func rememberedDemand(req *http.Request, via candidate) *http.Response {
+// demandResponse stands for a 426 where there is none: the one that taught
+// a remembered protocol, or a refused TLS handshake (refusal.go), for
+// CheckUpgrade and the policy. Its Upgrade header names the demand, its
+// body is empty.
+func demandResponse(req *http.Request, upgrade string) *http.Response {
 	return &http.Response{
 		Status: "426 Upgrade Required", StatusCode: http.StatusUpgradeRequired,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"Upgrade": {via.demands()}}, Body: http.NoBody, Request: req,
+		Header: http.Header{"Upgrade": {upgrade}}, Body: http.NoBody, Request: req,
 	}
 }

@@ -45,21 +45,6 @@ func handshakeDemand(err error, base *http.Transport) []Protocol {
 	return nil
 }
 
-// refusalResponse stands for the refused handshake wherever a 426 is
-// expected (CheckUpgrade, the policy): its Upgrade header names the demand
-// the alert was read as, its body is empty.
-func refusalResponse(req *http.Request, demand []Protocol) *http.Response {
-	upgrade := demand[0].String()
-	for _, p := range demand[1:] {
-		upgrade += ", " + p.String()
-	}
-	return &http.Response{
-		Status: "426 Upgrade Required", StatusCode: http.StatusUpgradeRequired,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"Upgrade": {upgrade}}, Body: http.NoBody, Request: req,
-	}
-}
-
 // receivedAlert returns the TLS alert the peer sent, recognised by its type,
 // not by its text. crypto/tls (Go 1.26) returns an alert received over TCP
 // as a *net.OpError "remote error" around a value of its unexported type

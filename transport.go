@@ -177,7 +177,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// A refused handshake that states a demand is a 426 in
 			// another layer (refusal.go).
 			r.refusal = err
-			return t.upgrade(r, refusalResponse(req, demand))
+			return t.upgrade(r, demandResponse(req, protocolNames(demand)))
 		}
 	}
 	if err != nil || resp.StatusCode != http.StatusUpgradeRequired {
@@ -258,7 +258,7 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	if t.CheckUpgrade != nil {
 		// What the hook would veto after a 426 it vetoes before one: the
 		// memory never changes an answer.
-		order, err := t.CheckUpgrade(r.req, rememberedDemand(r.req, via), []Protocol{via.offer})
+		order, err := t.CheckUpgrade(r.req, demandResponse(r.req, via.demands()), []Protocol{via.offer})
 		if err != nil || len(picked([]candidate{via}, order)) == 0 {
 			return candidate{}, false
 		}

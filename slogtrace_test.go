@@ -1,0 +1,47 @@
+package upgrade
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// SlogTrace logs a first contact, then a remembered request at Debug only.
+func TestSlogTrace(t *testing.T) {
+	forEachPair(t, func(t *testing.T, p upgradePair) {
+		s := startServer(t, p.server)
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		var logs bytes.Buffer
+		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		for range 2 {
+			resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), SlogTrace(logger)), "GET", s.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+		}
+		offer := p.server.Upgrade[0]
+		want := []string{
+			`msg="upgrade: 426 Upgrade Required" offered=` + quoteIfNeeded(offer) + ` proto=HTTP/1.1`,
+			`msg="upgrade: decided" candidates=` + quoteIfNeeded(offer),
+			`msg="upgrade: replaying" protocol=` + offer,
+			`msg="upgrade: learned" origin=` + s.URL,
+			`msg="upgrade: replay done" protocol=` + offer + ` status=200 proto=` + p.wantProto,
+			`level=DEBUG msg="upgrade: remembered" origin=` + s.URL,
+		}
+		got := logs.String()
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("log lacks %q:\n%s", w, got)
+			}
+		}
+	})
+}
+
+func quoteIfNeeded(s string) string {
+	if strings.ContainsAny(s, " ,") {
+		return `"` + s + `"`
+	}
+	return s
+}
