@@ -93,11 +93,6 @@ func readAll(t testing.TB, resp *http.Response) string {
 	return string(b)
 }
 
-// roundTripperFunc makes a function an http.RoundTripper.
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 // connectProxy is an http:// proxy on loopback that tunnels CONNECT
 // requests and records where each tunnel went (after the root package's
 // startConnectProxy).

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/h426/upgrade"
+	"github.com/h426/upgrade/compose/upgradeotel"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -31,7 +31,7 @@ func TestOtelhttpOutsideUpgrade(t *testing.T) {
 	up := &upgrade.Transport{Base: legacyBase(s)}
 	t.Cleanup(func() { up.Close() })
 	client := &http.Client{Transport: otelhttp.NewTransport(
-		upgradeSpanEvents(up),
+		upgradeotel.NewTransport(up),
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(propagation.TraceContext{}),
 	)}
@@ -51,7 +51,7 @@ func TestOtelhttpOutsideUpgrade(t *testing.T) {
 		t.Fatalf("%d spans started, %d ended; want one per request: 3 and 3", len(recorder.Started()), len(spans))
 	}
 	wantEvents := [][]string{
-		{"upgrade.426", "upgrade.replay", "upgrade.learned", "upgrade.replay_done"},
+		{"upgrade.426", "upgrade.decided", "upgrade.replay", "upgrade.learned", "upgrade.replay_done"},
 		{"upgrade.remembered"},
 		{"upgrade.remembered"},
 	}
@@ -70,13 +70,13 @@ func TestOtelhttpOutsideUpgrade(t *testing.T) {
 			t.Errorf("span %d: events %v, want %v", i, got, wantEvents[i])
 		}
 	}
-	if ev := spans[0].Events(); len(ev) == 4 {
-		got426, done := eventAttributes(ev[0]), eventAttributes(ev[3])
+	if ev := spans[0].Events(); len(ev) == 5 {
+		got426, done := eventAttributes(ev[0]), eventAttributes(ev[4])
 		if got426["upgrade.offered"] != attribute.StringValue("HTTP/2") || got426["upgrade.proto"] != attribute.StringValue("HTTP/1.1") {
 			t.Errorf("upgrade.426 event: %v", ev[0].Attributes)
 		}
 		if done["upgrade.proto"] != attribute.StringValue("HTTP/2.0") || done["upgrade.status_code"] != attribute.IntValue(200) {
-			t.Errorf("upgrade.replay_done event: %v", ev[3].Attributes)
+			t.Errorf("upgrade.replay_done event: %v", ev[4].Attributes)
 		}
 	}
 
@@ -94,56 +94,6 @@ func TestOtelhttpOutsideUpgrade(t *testing.T) {
 			t.Errorf("server request %d (%s): traceparent %q, want span %d's %q", i, r.Proto, got, owner[i], want)
 		}
 	}
-}
-
-// upgradeSpanEvents wraps next, an upgrade.Transport, so that what the
-// upgrade did is recorded as events of the span in the request's context
-// (the one otelhttp, outside, started). A reusable adapter is to come; this
-// shows the pattern.
-func upgradeSpanEvents(next http.RoundTripper) http.RoundTripper {
-	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		span := trace.SpanFromContext(req.Context())
-		if !span.IsRecording() {
-			return next.RoundTrip(req)
-		}
-		memory := func(name string) func(upgrade.MemoryInfo) {
-			return func(info upgrade.MemoryInfo) {
-				attrs := []attribute.KeyValue{attribute.String("upgrade.protocol", info.Protocol.String())}
-				if info.Err != nil {
-					attrs = append(attrs, attribute.String("upgrade.error", info.Err.Error()))
-				}
-				span.AddEvent(name, trace.WithAttributes(attrs...))
-			}
-		}
-		ctx := upgrade.WithTrace(req.Context(), &upgrade.Trace{
-			Got426: func(info upgrade.Got426Info) {
-				offered := make([]string, len(info.Offered))
-				for i, p := range info.Offered {
-					offered[i] = p.String()
-				}
-				span.AddEvent("upgrade.426", trace.WithAttributes(
-					attribute.String("upgrade.offered", strings.Join(offered, ", ")),
-					attribute.String("upgrade.proto", info.Proto),
-				))
-			},
-			ReplayStart: func(p upgrade.Protocol) {
-				span.AddEvent("upgrade.replay", trace.WithAttributes(attribute.String("upgrade.protocol", p.String())))
-			},
-			ReplayDone: func(info upgrade.ReplayDoneInfo) {
-				attrs := []attribute.KeyValue{attribute.String("upgrade.protocol", info.Protocol.String())}
-				if info.Err != nil {
-					attrs = append(attrs, attribute.String("upgrade.error", info.Err.Error()), attribute.Bool("upgrade.fallback", info.Fallback))
-				} else {
-					attrs = append(attrs, attribute.String("upgrade.proto", info.Proto), attribute.Int("upgrade.status_code", info.StatusCode))
-				}
-				span.AddEvent("upgrade.replay_done", trace.WithAttributes(attrs...))
-			},
-			Learned:    memory("upgrade.learned"),
-			Remembered: memory("upgrade.remembered"),
-			Forgot:     memory("upgrade.forgot"),
-		})
-		return next.RoundTrip(req.WithContext(ctx))
-	})
 }
 
 func attributes(span sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
