@@ -9,20 +9,13 @@ import (
 	"net/http"
 
 	"github.com/h426/upgrade"
-	"github.com/h426/upgrade/internal/testserver"
+	"github.com/h426/upgrade/upgradetest"
 )
 
 // A client that speaks HTTP/1.1 meets a server that demands HTTP/2: the
 // request is replayed once over HTTP/2 and the caller sees only the answer.
 func Example() {
-	server, err := testserver.Start(testserver.Config{
-		TLS:     true,
-		Require: testserver.RequireHTTP2,
-		Upgrade: []string{"HTTP/2"},
-	})
-	if err != nil {
-		panic(err)
-	}
+	server := upgradetest.NewHTTP2Server(nil) // 426 to HTTP/1.1, "upgrade: HTTP/2.0"
 	defer server.Close()
 
 	legacy := &http.Transport{
@@ -49,13 +42,10 @@ func Example() {
 
 // A trace shows what the server offered and what the transport chose.
 func ExampleWithTrace() {
-	server, err := testserver.Start(testserver.Config{
-		Require: testserver.RequireHTTP2,
+	server := upgradetest.NewServer(upgradetest.Config{
+		Require: func(r *http.Request) bool { return r.ProtoMajor == 2 },
 		Upgrade: []string{"websocket, h2c"},
 	})
-	if err != nil {
-		panic(err)
-	}
 	defer server.Close()
 	transport := &upgrade.Transport{Base: &http.Transport{Protocols: http1Only()}}
 	defer transport.Close()
@@ -90,15 +80,12 @@ func ExampleWithTrace() {
 // When every usable offer fails before a response, the error says why for
 // each, and still carries the 426.
 func ExampleUpgradeError() {
-	server, err := testserver.Start(testserver.Config{
+	server := upgradetest.NewServer(upgradetest.Config{
 		TLS:       true,
 		HTTP1Only: true, // offers HTTP/2 but cannot speak it
-		Require:   testserver.RequireHTTP2,
+		Require:   func(r *http.Request) bool { return r.ProtoMajor == 2 },
 		Upgrade:   []string{"HTTP/2"},
 	})
-	if err != nil {
-		panic(err)
-	}
 	defer server.Close()
 	transport := &upgrade.Transport{Base: &http.Transport{
 		Protocols:       http1Only(),
@@ -106,7 +93,7 @@ func ExampleUpgradeError() {
 	}}
 	defer transport.Close()
 
-	_, err = (&http.Client{Transport: transport}).Get(server.URL)
+	_, err := (&http.Client{Transport: transport}).Get(server.URL)
 	var upgradeErr *upgrade.UpgradeError
 	if errors.As(err, &upgradeErr) {
 		fmt.Println("offered:", upgradeErr.Offered)

@@ -7,7 +7,7 @@ import (
 	"net/http"
 
 	"github.com/h426/upgrade"
-	"github.com/h426/upgrade/internal/testserver"
+	"github.com/h426/upgrade/upgradetest"
 	"github.com/hashicorp/go-retryablehttp"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -20,10 +20,7 @@ import (
 // *http.Transport: the token is on every request, the one the server
 // refused with 426, its replay over HTTP/2 and the later ones.
 func Example_oauth2() {
-	server, err := testserver.Start(testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
-	if err != nil {
-		panic(err)
-	}
+	server := upgradetest.NewHTTP2Server(nil) // 426 to HTTP/1.1, "upgrade: HTTP/2.0"
 	defer server.Close()
 	http1 := new(http.Protocols)
 	http1.SetHTTP1(true) // an HTTP/1.1 client, so the server answers 426
@@ -63,10 +60,7 @@ func Example_oauth2() {
 // *http.Transport: one client span per request, and it describes the
 // response the caller got, after the upgrade.
 func Example_otelhttp() {
-	server, err := testserver.Start(testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
-	if err != nil {
-		panic(err)
-	}
+	server := upgradetest.NewHTTP2Server(nil) // 426 to HTTP/1.1, "upgrade: HTTP/2.0"
 	defer server.Close()
 	http1 := new(http.Protocols)
 	http1.SetHTTP1(true) // an HTTP/1.1 client, so the server answers 426
@@ -105,10 +99,7 @@ func Example_otelhttp() {
 // the *http.Transport: a POST refused with 426 is replayed over HTTP/2 with
 // its whole body, and retries, if any, go through the upgrade too.
 func Example_retryablehttp() {
-	server, err := testserver.Start(testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
-	if err != nil {
-		panic(err)
-	}
+	server := upgradetest.NewHTTP2Server(nil) // 426 to HTTP/1.1, "upgrade: HTTP/2.0"
 	defer server.Close()
 	http1 := new(http.Protocols)
 	http1.SetHTTP1(true) // an HTTP/1.1 client, so the server answers 426

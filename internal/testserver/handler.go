@@ -1,6 +1,7 @@
 package testserver
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"io"
 	"net/http"
@@ -51,13 +52,21 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	hash := sha256.New()
-	n, err := io.Copy(hash, r.Body)
+	var kept bytes.Buffer
+	var dst io.Writer = hash
+	if s.cfg.KeepBody {
+		dst = io.MultiWriter(hash, &kept)
+	}
+	n, err := io.Copy(dst, r.Body)
 	var sum [32]byte
 	hash.Sum(sum[:0])
 	s.setBody(i, n, sum)
 	if err != nil {
 		http.Error(w, "testserver: reading body: "+err.Error(), http.StatusBadRequest)
 		return
+	}
+	if s.cfg.KeepBody {
+		r.Body = io.NopCloser(&kept)
 	}
 	s.handler().ServeHTTP(w, r)
 }

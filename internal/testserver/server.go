@@ -133,6 +133,10 @@ type Config struct {
 	// Handler serves the requests that meet Require, after their body has
 	// been read and recorded; nil means 200 with body "ok\n".
 	Handler http.Handler
+
+	// KeepBody hands Handler the body it recorded, held in memory, instead
+	// of a body already read to EOF.
+	KeepBody bool
 }
 
 // Server is a strict HTTP server on a loopback port, started by Start. It is

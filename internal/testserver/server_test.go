@@ -374,6 +374,32 @@ func TestRecordsBody(t *testing.T) {
 	}
 }
 
+func TestKeepBody(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprint("KeepBody=", keep), func(t *testing.T) {
+			echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(w, r.Body)
+			})
+			s := start(t, Config{TLS: true, Handler: echo, KeepBody: keep})
+			req, err := http.NewRequest(http.MethodPost, s.URL, strings.NewReader("hello"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := do(newClient(t, s, h2Client), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[bool]string{false: "", true: "hello"}[keep]
+			if resp.body != want {
+				t.Errorf("handler read %q, want %q", resp.body, want)
+			}
+			if got := onlyRequest(t, s); got.BodyLen != 5 {
+				t.Errorf("BodyLen = %d, want 5", got.BodyLen)
+			}
+		})
+	}
+}
+
 // countingReader counts the reads of a request body.
 type countingReader struct {
 	reads atomic.Int64
