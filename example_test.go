@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 
 	"github.com/h426/upgrade"
 	"github.com/h426/upgrade/upgradetest"
@@ -110,4 +112,34 @@ func http1Only() *http.Protocols {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	return p
+}
+
+// SlogTrace puts each step of an upgrade in a log/slog log.
+func ExampleSlogTrace() {
+	server := upgradetest.NewHTTP2Server(nil)
+	defer server.Close()
+	transport := &upgrade.Transport{Base: server.Client().Transport}
+	defer transport.Close()
+
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey || a.Key == "origin" { // they change from run to run
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	ctx := upgrade.WithTrace(context.Background(), upgrade.SlogTrace(logger))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, server.URL, nil)
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+	// Output:
+	// level=INFO msg="upgrade: 426 Upgrade Required" offered=HTTP/2.0 proto=HTTP/1.1
+	// level=INFO msg="upgrade: decided" candidates=HTTP/2.0
+	// level=INFO msg="upgrade: replaying" protocol=HTTP/2.0
+	// level=INFO msg="upgrade: learned" protocol=HTTP/2.0
+	// level=INFO msg="upgrade: replay done" protocol=HTTP/2.0 status=200 proto=HTTP/2.0
 }
