@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -42,6 +43,7 @@ type http3Transport struct {
 
 	idleTimeout   time.Duration // a connection unused this long is closed
 	headerTimeout time.Duration // Base's ResponseHeaderTimeout; zero means none
+	fallbackDelay time.Duration // Transport.HTTP3FallbackDelay; zero means none
 	singleUse     bool          // Base's DisableKeepAlives: one connection per request
 
 	// gate keeps requests from starting while connections are being
@@ -93,6 +95,7 @@ func (t *Transport) newHTTP3() *http3Transport {
 	h := &http3Transport{
 		idleTimeout:   template.IdleConnTimeout,
 		headerTimeout: template.ResponseHeaderTimeout,
+		fallbackDelay: t.http3FallbackDelay(),
 		singleUse:     template.DisableKeepAlives,
 		hosts:         make(map[string]*h3Host),
 	}
@@ -412,7 +415,7 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 	if err == nil {
 		// Dial, not DialEarly: the handshake must be over before a request
 		// leaves, so that its failure is known to come first.
-		conn, err = sock.Dial(ctx, udpAddr, tlsCfg, cfg)
+		conn, err = dialWithin(ctx, h.fallbackDelay, sock, udpAddr, tlsCfg, cfg)
 	}
 	h.mu.Lock()
 	h.dials--
@@ -628,4 +631,36 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// quicOnlyKey marks the context of an HTTP/3 attempt that no TCP protocol
+// stands behind (a 426 that offers HTTP/3 alone): its handshake has the
+// whole HTTP3HandshakeTimeout. Any other (a later TCP offer, or Base behind
+// a remembered route) has HTTP3FallbackDelay, so that a network that drops
+// UDP costs that delay, not the bound. Marking the rare case keeps the
+// remembered path free of a context per request.
+type quicOnlyKey struct{}
+
+func quicOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, quicOnlyKey{}, true)
+}
+
+// errQUICSlow: the QUIC handshake was not done within the delay a TCP
+// protocol waited; the request goes over TCP, and HTTP/3 is marked broken
+// for the address.
+var errQUICSlow = errors.New("upgrade: QUIC handshake not done in time; TCP goes instead")
+
+// dialWithin dials, bounding the handshake by delay unless ctx is
+// quicOnly, as well as by the QUIC config's own bound.
+func dialWithin(ctx context.Context, delay time.Duration, sock *quic.Transport, addr net.Addr, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+	if delay <= 0 || ctx.Value(quicOnlyKey{}) != nil {
+		return sock.Dial(ctx, addr, tlsCfg, cfg)
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, delay, errQUICSlow)
+	defer cancel()
+	conn, err := sock.Dial(ctx, addr, tlsCfg, cfg)
+	if err != nil && errors.Is(context.Cause(ctx), errQUICSlow) {
+		err = fmt.Errorf("%w (%v): %w", errQUICSlow, delay, err)
+	}
+	return conn, err
 }

@@ -230,6 +230,7 @@ func TestHTTP3SetupStopsWithTheRequest(t *testing.T) {
 	s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
 	tr := newTransport(t, legacyBase(t, s.CertPool()))
 	tr.HTTP3HandshakeTimeout = time.Minute
+	tr.HTTP3FallbackDelay = -1 // the request's own deadline is what is tested
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	var rec recorder
@@ -685,4 +686,57 @@ func TestHTTP3PoolKey(t *testing.T) {
 	if _, ok := h.hosts[s.Addr]; !ok || h.keyless {
 		t.Errorf("hosts %v, keyless %v: quic-go dialed under another key than %s", h.hosts, h.keyless, s.Addr)
 	}
+}
+
+// When a TCP protocol stands behind HTTP/3, a QUIC handshake not done
+// within HTTP3FallbackDelay gives way to it: a network that drops UDP costs
+// the delay, not the setup bound. HTTP/3 offered alone keeps the bound.
+func TestHTTP3FallbackDelay(t *testing.T) {
+	t.Run("another offer behind", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		tr.HTTP3HandshakeTimeout = time.Hour
+		var rec recorder
+		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.Proto != "HTTP/2.0" || len(rec.finished) != 2 || !errors.Is(rec.finished[0].Err, errQUICSlow) || !rec.finished[0].Fallback {
+			t.Errorf("%s after %+v; want HTTP/3 given up after the delay, then HTTP/2", resp.Proto, rec.finished)
+		}
+		if !tr.broken.any() {
+			t.Error("HTTP/3 not marked broken")
+		}
+	})
+	t.Run("Base behind a remembered route", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		tr.HTTP3HandshakeTimeout = time.Hour
+		entry := `{"version":1,"entries":[{"origin":"` + s.URL + `","protocol":"HTTP/3","expires":"2099-01-01T00:00:00Z"}]}`
+		if n, _, err := tr.ImportMemory(strings.NewReader(entry)); n != 1 || err != nil {
+			t.Fatalf("imported %d: %v", n, err)
+		}
+		var forgot []error
+		trace := &Trace{Forgot: func(info MemoryInfo) { forgot = append(forgot, info.Err) }}
+		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), trace), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.Proto != "HTTP/2.0" || len(forgot) != 1 || !errors.Is(forgot[0], errQUICSlow) {
+			t.Errorf("%s after forgetting %v; want HTTP/3 given up after the delay, then HTTP/2", resp.Proto, forgot)
+		}
+	})
+	t.Run("HTTP/3 alone", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"}})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		tr.HTTP3HandshakeTimeout = 500 * time.Millisecond
+		tr.HTTP3FallbackDelay = 10 * time.Millisecond
+		_, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		var ue *UpgradeError
+		if !errors.As(err, &ue) || errors.Is(err, errQUICSlow) {
+			t.Errorf("got %v, want *UpgradeError after the whole setup bound", err)
+		}
+	})
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,15 @@ type Transport struct {
 	// context that ends sooner stops it sooner.
 	HTTP3HandshakeTimeout time.Duration
 
+	// HTTP3FallbackDelay is how long a QUIC handshake may take when a TCP
+	// protocol stands behind HTTP/3 (a later offer of the 426, or Base for
+	// a remembered route), before the TCP one goes instead and HTTP/3 is
+	// marked broken for the address: a network that drops UDP costs this,
+	// not HTTP3HandshakeTimeout. Zero means 300 ms (Chromium and curl wait
+	// a few hundred milliseconds before their TCP contender); negative
+	// means HTTP3HandshakeTimeout alone.
+	HTTP3FallbackDelay time.Duration
+
 	// MemoryTTL is how long the protocol an origin demanded is remembered,
 	// so that later requests go straight to it. Zero means 24 hours, as
 	// Alt-Svc's default.
@@ -120,6 +130,17 @@ func (t *Transport) http3HandshakeTimeout() time.Duration {
 		return t.HTTP3HandshakeTimeout
 	}
 	return 2 * time.Second
+}
+
+// http3FallbackDelay is HTTP3FallbackDelay's value; 0 means none.
+func (t *Transport) http3FallbackDelay() time.Duration {
+	switch {
+	case t.HTTP3FallbackDelay < 0:
+		return 0
+	case t.HTTP3FallbackDelay == 0:
+		return 300 * time.Millisecond
+	}
+	return t.HTTP3FallbackDelay
 }
 
 func (t *Transport) floor() uint16 {
@@ -204,7 +225,7 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	if r.trace.Remembered != nil {
 		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
 	}
-	out := r.bodies.first()
+	out := r.bodies.first() // over HTTP/3, Base stands behind it
 	if via.target.multiplexed() && hasHopByHop(out.Header) {
 		out = out.Clone(out.Context())
 		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
@@ -388,7 +409,11 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 		if r.trace.ReplayStart != nil {
 			r.trace.ReplayStart(c.offer)
 		}
-		out := r.req.Clone(marked)
+		ctx := marked
+		if c.target.kind == targetHTTP3 && !slices.ContainsFunc(candidates[i+1:], func(next candidate) bool { return !next.target.ownSocket() }) {
+			ctx = quicOnly(ctx) // no TCP protocol behind it: the whole setup bound
+		}
+		out := r.req.Clone(ctx)
 		out.Body = body
 		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
 		if c.target.multiplexed() {
