@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net/http"
 	"reflect"
+	"time"
 )
 
 // Trace holds hooks called while a [Transport] handles a 426, in the style
@@ -27,6 +28,10 @@ type Trace struct {
 	ReplayStart func(p Protocol)
 	// ReplayDone is called when that attempt ends.
 	ReplayDone func(ReplayDoneInfo)
+
+	// AltSvc is called when an Alt-Svc header taught the origin HTTP/3, or
+	// its "clear" made it forget.
+	AltSvc func(AltSvcInfo)
 
 	// Learned is called when a replay's success is remembered for the origin.
 	Learned func(MemoryInfo)
@@ -60,6 +65,14 @@ type MemoryInfo struct {
 	Origin   string // scheme://host:port
 	Protocol Protocol
 	Err      error
+}
+
+// AltSvcInfo describes what an Alt-Svc header taught.
+type AltSvcInfo struct {
+	Origin   string // scheme://host:port
+	Protocol Protocol
+	MaxAge   time.Duration // how long it is remembered; 0 when Cleared
+	Cleared  bool          // "clear": the origin forgot it
 }
 
 // Got426Info describes a 426 response.

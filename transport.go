@@ -85,6 +85,12 @@ type Transport struct {
 	// context that ends sooner stops it sooner.
 	HTTP3HandshakeTimeout time.Duration
 
+	// IgnoreAltSvc turns off following Alt-Svc (RFC 7838): when false, an
+	// HTTP/3 alternative a response over TLS advertises on the same host
+	// and port is remembered for the origin, for its max-age, and later
+	// requests that open a new connection go over HTTP/3.
+	IgnoreAltSvc bool
+
 	// HTTP3FallbackDelay is how long a QUIC handshake may take when a TCP
 	// protocol stands behind HTTP/3 (a later offer of the 426, or Base for
 	// a remembered route), before the TCP one goes instead and HTTP/3 is
@@ -203,6 +209,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if err != nil || resp.StatusCode != http.StatusUpgradeRequired {
 		r.bodies.done()
+		if err == nil && resp.TLS != nil && resp.ProtoMajor < 3 {
+			t.learnAltSvc(r, resp) // altsvc.go
+		}
 		return resp, err
 	}
 	return t.upgrade(r, resp)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"text/tabwriter"
@@ -84,6 +85,13 @@ func scenarios() []scenario {
 		server: testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}},
 		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 2},
 	}, {
+		// Caddy's way: no 426, an Alt-Svc on the first answer; the second
+		// request opens a new connection over HTTP/3.
+		name:   "Alt-Svc: h3, second request",
+		server: testserver.Config{TLS: true, HTTP3: true, Handler: advertiseH3},
+		again:  true,
+		want:   outcome{status: http.StatusOK, proto: "HTTP/3.0", tls: tls.VersionTLS13, seen: 1},
+	}, {
 		// The origin memory: the first request paid the 426 (server saw 2),
 		// the second goes straight to HTTP/2 (server sees 1).
 		name:   "second request, remembered",
@@ -101,6 +109,14 @@ func scenarios() []scenario {
 		want:   outcome{status: http.StatusUpgradeRequired, proto: "HTTP/2.0", seen: 2},
 	}}
 }
+
+// advertiseH3 answers "ok" with Alt-Svc naming HTTP/3 on the port asked.
+var advertiseH3 = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if _, port, err := net.SplitHostPort(r.Host); err == nil {
+		w.Header().Set("Alt-Svc", `h3=":`+port+`"; ma=60`)
+	}
+	io.WriteString(w, "ok\n")
+})
 
 // result is what one row did.
 type result struct {

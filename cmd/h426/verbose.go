@@ -43,6 +43,7 @@ func (v *verbose) context(ctx context.Context) context.Context {
 	return upgrade.WithTrace(ctx, &upgrade.Trace{
 		Got426:              v.got426,
 		HandshakeRefused:    v.handshakeRefused,
+		AltSvc:              v.altSvc,
 		Decided:             v.decided,
 		ReplayStart:         v.replayStart,
 		ReplayDone:          v.replayDone,
@@ -129,6 +130,14 @@ func (v *verbose) got426(info upgrade.Got426Info) {
 		return
 	}
 	v.printf("* offered: %s", protocolList(info.Offered))
+}
+
+func (v *verbose) altSvc(info upgrade.AltSvcInfo) {
+	if info.Cleared {
+		v.printf("* Alt-Svc: clear; %s forgets %s", info.Origin, info.Protocol)
+		return
+	}
+	v.printf("* Alt-Svc: %s for %s, remembered for %v", info.Protocol, info.Origin, info.MaxAge)
 }
 
 func (v *verbose) handshakeRefused(info upgrade.HandshakeRefusedInfo) {
