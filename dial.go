@@ -207,11 +207,12 @@ type openConns struct{ n atomic.Int32 }
 // still sees a *tls.Conn where it looks for one.
 func (c *openConns) counting(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c.n.Add(1) // from the start of the dial, so that Close waits for it
 		conn, err := dial(ctx, network, addr)
 		if err != nil {
+			c.n.Add(-1)
 			return nil, err
 		}
-		c.n.Add(1)
 		return &trackedConn{Conn: conn, open: c}, nil
 	}
 }

@@ -740,3 +740,62 @@ func TestHTTP3FallbackDelay(t *testing.T) {
 		}
 	})
 }
+
+// slowHandshakeBase is legacyBase with a client certificate whose callback
+// takes delay: every TLS handshake, over TCP and QUIC alike, takes at
+// least delay, as on a path with a round trip of that length.
+func slowHandshakeBase(t *testing.T, ca *testserver.CA, delay time.Duration) *http.Transport {
+	t.Helper()
+	cert, err := ca.ClientCert("slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := legacyBase(t, ca.CertPool())
+	base.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		time.Sleep(delay)
+		return &cert, nil
+	}
+	return base
+}
+
+// HTTP/3 learned from a 426 that offered it alone keeps the whole setup
+// bound when remembered: Base behind it would only meet that 426 again.
+func TestHTTP3AloneKeepsTheWholeBoundWhenRemembered(t *testing.T) {
+	ca, err := testserver.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, testserver.Config{
+		TLS: true, HTTP3: true, CA: ca, ClientCAs: ca.CertPool(),
+		Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"},
+	})
+	tr := newTransport(t, slowHandshakeBase(t, ca, 500*time.Millisecond))
+
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.ProtoMajor != 3 {
+		t.Fatalf("first request: %d over %s, want 200 over HTTP/3", resp.StatusCode, resp.Proto)
+	}
+
+	tr.CloseIdleConnections() // as IdleConnTimeout would, between two requests
+	rec := &recorder{}
+	resp, err = tr.RoundTrip(newRequest(t, WithTrace(testContext(t), rec.trace()), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatalf("second request: %v", err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.ProtoMajor != 3 {
+		var reason error
+		if len(rec.decided) > 0 {
+			reason = rec.decided[0].Reason
+			for _, sk := range rec.decided[0].Skipped {
+				t.Logf("skipped %v: %v", sk.Protocol, sk.Reason)
+			}
+		}
+		t.Errorf("second request: %d over %s (decision: %v), want 200 over HTTP/3 as the first",
+			resp.StatusCode, resp.Proto, reason)
+	}
+}

@@ -87,7 +87,7 @@ func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
 			continue
 		}
 		if !now.Before(e.expires) {
-			m.forget(o)
+			m.forgetSlot(e)
 			return candidate{}, false
 		}
 		// Written only when it changes, so that many goroutines on one
@@ -111,6 +111,7 @@ func (m *memory) put(o origin, entry memoryEntry) {
 	}
 	e := &memorySlot{origin: o, memoryEntry: entry}
 	e.used.Store(m.epoch.Add(1))
+	m.epoch.Add(1) // a lookup from now on ranks above this put
 	h, shard := m.shardOf(o)
 	next := copyShard(shard)
 	next[h] = append(slices.Clip(next[h]), e)
@@ -124,6 +125,17 @@ func (m *memory) forget(o origin) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.remove(o)
+}
+
+// forgetSlot drops e, if it is still what is remembered for its origin: a
+// lookup that saw it expire must not drop what a replay put since.
+func (m *memory) forgetSlot(e *memorySlot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h, shard := m.shardOf(e.origin)
+	if p := shard.Load(); p != nil && slices.Contains((*p)[h], e) {
+		m.remove(e.origin)
+	}
 }
 
 // remove drops o's slot, if any. The caller holds mu.
@@ -289,7 +301,8 @@ func (t *Transport) ExportMemory(w io.Writer) error {
 
 // ImportMemory adds the entries ExportMemory wrote. Entries whose origin is
 // malformed, whose protocol this transport would not use for that origin,
-// or that have expired are skipped and counted; an unknown file version or
+// that have expired, or that are beyond MemorySize (the least recently
+// used, listed first) are skipped and counted; an unknown file version or
 // malformed JSON is an error. Entries keep their own expiry.
 func (t *Transport) ImportMemory(r io.Reader) (imported, skipped int, err error) {
 	var file memoryFile
@@ -304,16 +317,30 @@ func (t *Transport) ImportMemory(r io.Reader) (imported, skipped int, err error)
 		return 0, len(file.Entries), nil
 	}
 	now := t.clock()
+	type valid struct {
+		o   origin
+		via candidate
+		e   memoryFileEntry
+	}
+	var entries []valid
 	for _, e := range file.Entries {
 		o, via, ok := t.validEntry(e)
 		if !ok || !now.Before(e.Expires) {
 			skipped++
 			continue
 		}
-		m.put(o, memoryEntry{via: via, expires: e.Expires})
-		imported++
+		entries = append(entries, valid{o, via, e})
 	}
-	return imported, skipped, nil
+	// The file lists the least recently used first: only the last that
+	// fit would be kept, so the others are not put at all (each put past a
+	// full memory scans it for the one to evict).
+	if extra := len(entries) - m.size; extra > 0 {
+		entries = entries[extra:]
+	}
+	for _, v := range entries {
+		m.put(v.o, memoryEntry{via: v.via, expires: v.e.Expires})
+	}
+	return len(entries), len(file.Entries) - len(entries), nil
 }
 
 // validEntry checks an imported entry the way a live 426 would be: the

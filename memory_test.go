@@ -586,3 +586,58 @@ func TestMemoryAsksCheckUpgrade(t *testing.T) {
 		t.Errorf("server saw %d requests, want 4: 426 and h2, 426, h2", n)
 	}
 }
+
+// A lookup that sees an entry expire drops only that entry, not one a
+// concurrent replay put since.
+func TestExpiredLookupKeepsAFreshPut(t *testing.T) {
+	now := time.Now()
+	o := origin{secure: true, host: "example.com"}
+	via := candidate{offer: Protocol{Name: "HTTP", Version: "2"}}
+	lost := 0
+	const rounds = 3000
+	for range rounds {
+		m := newMemory(16, time.Hour)
+		m.put(o, memoryEntry{via: via, expires: now.Add(-time.Second)}) // expired
+		start := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			<-start
+			m.lookup(o, now)
+			close(done)
+		}()
+		close(start)
+		m.put(o, memoryEntry{via: via, expires: now.Add(time.Hour)}) // learned just now
+		<-done
+		if _, ok := m.lookup(o, now); !ok {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("a fresh entry was forgotten by a concurrent lookup of the expired one %d times in %d", lost, rounds)
+	}
+}
+
+// The approximate LRU still ranks a lookup after the latest put above it.
+func TestLRUKeepsTheEntryJustUsed(t *testing.T) {
+	now := time.Now()
+	via := candidate{offer: Protocol{Name: "HTTP", Version: "2"}}
+	e := memoryEntry{via: via, expires: now.Add(time.Hour)}
+	a := origin{secure: true, host: "a.example"}
+	b := origin{secure: true, host: "b.example"}
+	c := origin{secure: true, host: "c.example"}
+	wrong := 0
+	const rounds = 200
+	for range rounds {
+		m := newMemory(2, time.Hour) // a fresh hash seed each round
+		m.put(a, e)
+		m.put(b, e)
+		m.lookup(a, now)
+		m.put(c, e)
+		if _, ok := m.lookup(a, now); !ok {
+			wrong++
+		}
+	}
+	if wrong > 0 {
+		t.Errorf("the entry used most recently was evicted in %d of %d rounds, want 0 (least recently used first)", wrong, rounds)
+	}
+}

@@ -21,6 +21,13 @@ const (
 	alertNoApplicationProtocol tls.AlertError = 120
 )
 
+// nextTLS names the TLS version after each one a client may be capped at.
+var nextTLS = map[uint16]string{
+	tls.VersionTLS10: "1.1",
+	tls.VersionTLS11: "1.2",
+	tls.VersionTLS12: "1.3",
+}
+
 // handshakeDemand reads Base's error as a demand, or returns nil. Only the
 // alerts above, received by a client that could do better, qualify: a
 // protocol_version to one whose TLS maximum is below 1.3 means "TLS/1.3",
@@ -34,8 +41,10 @@ func handshakeDemand(err error, base *http.Transport) []Protocol {
 	}
 	switch alert {
 	case alertProtocolVersion:
+		// The version just above the cap: a client capped at TLS 1.1 may
+		// meet a server that takes 1.2; the floor keeps it at 1.2 or later.
 		if cfg := base.TLSClientConfig; cfg != nil && cfg.MaxVersion != 0 && cfg.MaxVersion < tls.VersionTLS13 {
-			return []Protocol{{Name: "TLS", Version: "1.3"}}
+			return []Protocol{{Name: "TLS", Version: nextTLS[cfg.MaxVersion]}}
 		}
 	case alertNoApplicationProtocol:
 		if p := protocolsOf(base); p.HTTP1() && !p.HTTP2() {
@@ -64,4 +73,11 @@ func receivedAlert(err error) (tls.AlertError, bool) {
 		return 0, false
 	}
 	return tls.AlertError(v.Uint()), true
+}
+
+// answeredInside reports whether a Transport inside Base already answered
+// the refusal (its *UpgradeError): one replay per request.
+func answeredInside(err error) bool {
+	var inner *UpgradeError
+	return errors.As(err, &inner)
 }

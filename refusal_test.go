@@ -174,3 +174,40 @@ func http1ALPN(base *http.Transport) *http.Transport {
 	base.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	return base
 }
+
+// A refusal a Transport nested in Base already replayed is not replayed
+// again by the outer one: one replay per request.
+func TestNestedRefusalReplaysOnce(t *testing.T) {
+	addr, conns := alertServer(t, byte(alertProtocolVersion))
+	base := legacyBase(t, nil)
+	inner := newTransport(t, base)
+	outer := newTransport(t, inner)
+	outer.Template = base // Base is not an *http.Transport: the documented way
+	_, err := outer.RoundTrip(newRequest(t, testContext(t), "GET", "https://"+addr+"/", nil))
+	if err == nil {
+		t.Fatal("no error from a server that refuses every handshake")
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d handshakes, want 2: Base's and one replay (the inner Transport's)", n)
+	}
+}
+
+// protocol_version is read as the version just above the client's cap:
+// a client capped at TLS 1.1 reaches a server that takes 1.2.
+func TestProtocolVersionReadAsTheNextVersion(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, MaxTLSVersion: tls.VersionTLS12})
+	base := legacyBase(t, s.CertPool())
+	base.TLSClientConfig.MinVersion = tls.VersionTLS10
+	base.TLSClientConfig.MaxVersion = tls.VersionTLS11
+	tr := newTransport(t, base)
+	var read []Protocol
+	trace := &Trace{HandshakeRefused: func(info HandshakeRefusedInfo) { read = info.Demand }}
+	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), trace), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatalf("refusal read as %v; got %v, want 200 over TLS 1.2", read, err)
+	}
+	readAll(t, resp)
+	if tlsVersion(resp) != tls.VersionTLS12 {
+		t.Errorf("TLS %x, want TLS 1.2", tlsVersion(resp))
+	}
+}

@@ -71,6 +71,9 @@ type candidate struct {
 	// also is an earlier demand of the origin that target meets too
 	// (combine), such as TLS/1.3 for HTTP/2 over TLS 1.3; zero if none.
 	also Protocol
+	// quicOnly is set for HTTP/3 learned from a 426 that offered no TCP
+	// protocol: remembered, its handshake still gets the whole setup bound.
+	quicOnly bool
 }
 
 // demands returns what c meets, as an Upgrade list: "HTTP/2", or

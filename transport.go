@@ -199,7 +199,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err == nil && resp == nil {
 		err = errNilResponse // as http.Client would say
 	}
-	if err != nil && req.URL.Scheme == "https" {
+	if err != nil && req.URL.Scheme == "https" && !answeredInside(err) {
 		if demand := handshakeDemand(err, t.template()); demand != nil {
 			// A refused handshake that states a demand is a 426 in
 			// another layer (refusal.go).
@@ -234,7 +234,12 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	if r.trace.Remembered != nil {
 		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
 	}
-	out := r.bodies.first() // over HTTP/3, Base stands behind it
+	out := r.bodies.first()
+	if via.quicOnly {
+		// The origin offered HTTP/3 alone: Base would meet the same 426,
+		// so the handshake gets the whole setup bound.
+		out = out.WithContext(quicOnly(out.Context()))
+	}
 	if via.target.multiplexed() && hasHopByHop(out.Header) {
 		out = out.Clone(out.Context())
 		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
@@ -421,6 +426,7 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 		ctx := marked
 		if c.target.kind == targetHTTP3 && !slices.ContainsFunc(candidates[i+1:], func(next candidate) bool { return !next.target.ownSocket() }) {
 			ctx = quicOnly(ctx) // no TCP protocol behind it: the whole setup bound
+			c.quicOnly = true   // and so when it is remembered
 		}
 		out := r.req.Clone(ctx)
 		out.Body = body

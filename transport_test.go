@@ -2,10 +2,12 @@ package upgrade
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -678,4 +680,82 @@ func TestCloseReleasesProxiedConnections(t *testing.T) {
 			closeIdle(rt)
 		}
 	}, targetHTTP2) // HTTP/1.1 is saved by net/http's closeIdle flag; HTTP/2's pool has none
+}
+
+// gatedDialer dials through net.Dialer, counting open connections; the
+// dial numbered gateAt waits for release.
+type gatedDialer struct {
+	connCounter
+	calls   atomic.Int32
+	gateAt  int32
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if g.calls.Add(1) == g.gateAt {
+		close(g.entered)
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.connCounter.DialContext(ctx, network, addr)
+}
+
+// Close releases a connection whose dial was under way when it ran, once
+// its response is done.
+func TestCloseWaitsForConnectionsBeingDialed(t *testing.T) {
+	s := startServer(t, testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}})
+	g := &gatedDialer{gateAt: 3, entered: make(chan struct{}), release: make(chan struct{})}
+	base := &http.Transport{DialContext: g.DialContext}
+	t.Cleanup(base.CloseIdleConnections)
+	tr := newTransport(t, base)
+
+	// Dial 1: Base meets the 426; dial 2: the h2c replay. h2c is remembered.
+	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("first request over %s, want HTTP/2", resp.Proto)
+	}
+	tr.CloseIdleConnections()
+	waitOpen(t, &g.connCounter, 0, promptly)
+
+	// Dial 3, over the remembered h2c route, is held while Close runs.
+	done := make(chan error, 1)
+	go func() {
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err == nil {
+			err = drain(resp)
+		}
+		done <- err
+	}()
+	<-g.entered
+	tr.Close()
+	close(g.release)
+	if err := <-done; err != nil {
+		t.Fatalf("request in flight at Close: %v", err)
+	}
+	tr.CloseIdleConnections()
+	if !waitOpen(t, &g.connCounter, 0, 3*time.Second) {
+		t.Errorf("%d connections still open 3 s after Close, the request done and CloseIdleConnections called; want 0",
+			g.open.Load())
+		base.CloseIdleConnections()
+		// Not reachable through tr any more: close it through the server.
+		s.Close()
+	}
+}
+
+// waitOpen waits up to d for c to count want open connections.
+func waitOpen(t *testing.T, c *connCounter, want int32, d time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for c.open.Load() != want && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return c.open.Load() == want
 }
