@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
@@ -35,8 +36,8 @@ type memoryEntry struct {
 // Slots are found by a hash of the host (origin.host), so a lookup hashes
 // one string; a host has a slot per scheme and virtual host. The memory is
 // bounded by an approximate LRU: every put starts a new epoch, a slot
-// notes the epoch it was last used in, and the one used longest ago goes
-// first when the memory is full. golang-lru's caches are not used: their
+// notes the epoch it was last used in, and when the memory is full the one
+// used longest ago among a sample of 32 goes. golang-lru's caches are not used: their
 // lookups take a lock, and the expirable one starts a goroutine that never
 // exits.
 type memory struct {
@@ -174,17 +175,33 @@ func copyShard(shard *atomic.Pointer[map[uint64][]*memorySlot]) map[uint64][]*me
 	return next
 }
 
-// evictOne drops the entry used longest ago. The caller holds mu.
+// evictSample is how many slots a full memory looks at to choose the one
+// to drop: the least recently used of a sample, as Redis does, so that a
+// client meeting a new origin per request pays a bounded cost, not a scan.
+const evictSample = 32
+
+// evictOne drops the entry used longest ago among a sample, starting at a
+// random shard (and in a map's random order within it). The caller holds
+// mu.
 func (m *memory) evictOne() {
 	var victim *memorySlot
-	for i := range m.shards {
-		if p := m.shards[i].Load(); p != nil {
-			for _, slots := range *p {
-				for _, e := range slots {
-					if victim == nil || e.used.Load() < victim.used.Load() {
-						victim = e
-					}
+	seen := 0
+	start := rand.IntN(memoryShards)
+	for i := range memoryShards {
+		p := m.shards[(start+i)%memoryShards].Load()
+		if p == nil {
+			continue
+		}
+		for _, slots := range *p {
+			for _, e := range slots {
+				if victim == nil || e.used.Load() < victim.used.Load() {
+					victim = e
 				}
+				seen++
+			}
+			if seen >= evictSample {
+				m.remove(victim.origin)
+				return
 			}
 		}
 	}
