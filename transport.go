@@ -14,8 +14,17 @@
 // act on the first one. Do not use it for requests whose body cannot be
 // produced again (no GetBody, already sent): those get the 426 back.
 //
-// It never upgrades on its own initiative and never sends an Upgrade header:
-// it reacts only to a 426.
+// Servers state the same demand in two other places, and the same decision
+// applies: a TLS handshake refused with the alert protocol_version or
+// no_application_protocol before any byte of the request left, and an
+// Alt-Svc header advertising HTTP/3 on any response. Beyond those it never
+// upgrades on its own initiative, and it never sends an Upgrade header but
+// the one RFC 2817's in-band TLS asks for after a 426 demanded it.
+//
+// Base must be the *http.Transport itself, so that upgraded connections
+// inherit its roots, proxy and dialer: put middleware (tracing, auth,
+// retries) outside the Transport, where it sees every request, replays
+// included.
 package upgrade
 
 import (
