@@ -172,7 +172,8 @@ func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
 			continue
 		}
 		h3 := candidate{offer: Protocol{Name: "h3"}, target: target{kind: targetHTTP3}}
-		route := situation{proxied: t.proxied(r.req), ownDialer: t.ownDialer(), needsHTTP1: false}
+		route := t.situationOf(r.req, resp.ProtoMajor, tlsVersion(resp))
+		route.needsHTTP1 = false // the advertisement is for the origin, not for this request
 		if alt.maxAge <= 0 || refuseRoute(h3.target, route) != nil ||
 			t.broken.isBroken(brokenKeyOf(r.origin, h3.target), t.clock()) {
 			return // a broken mark outlives any advertisement

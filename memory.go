@@ -380,7 +380,7 @@ func (t *Transport) validEntry(e memoryFileEntry) (origin, candidate, bool) {
 	if err != nil || len(demands) == 0 || len(demands) > 2 {
 		return origin{}, candidate{}, false
 	}
-	s := situation{secure: u.Scheme == "https", respMajor: 1, proxied: t.proxied(req), ownDialer: t.ownDialer(), floor: t.floor()}
+	s := t.situationOf(req, 1, 0) // as if the 426 had come over HTTP/1.1, in clear
 	var via candidate
 	for i := len(demands) - 1; i >= 0; i-- { // the earlier demand is named last
 		tgt, reason := targetFor(s, demands[i])

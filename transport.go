@@ -389,15 +389,7 @@ func (t *Transport) decide(r *transportRequest, parseErr error) ([]candidate, []
 	if alreadyReplayed(r.req, r.resp426) {
 		return nil, nil, ErrAlreadyReplayed
 	}
-	s := situation{
-		secure:     r.req.URL.Scheme == "https",
-		respMajor:  r.resp426.ProtoMajor,
-		respTLS:    tlsVersion(r.resp426),
-		proxied:    t.proxied(r.req),
-		ownDialer:  t.ownDialer(),
-		needsHTTP1: needsHTTP1(r.req),
-		floor:      t.floor(),
-	}
+	s := t.situationOf(r.req, r.resp426.ProtoMajor, tlsVersion(r.resp426))
 	usable, skipped := usableOffers(s, r.offered)
 	usable, skipped = t.dropBroken(r, usable, skipped)
 	if t.CheckUpgrade != nil {
@@ -416,6 +408,22 @@ func (t *Transport) decide(r *transportRequest, parseErr error) ([]candidate, []
 		return nil, skipped, fmt.Errorf("%w (Base is %T)", ErrBaseNotTransport, t.base())
 	}
 	return usable, skipped, nil
+}
+
+// situationOf is what the policy needs to know about req, answered with a
+// 426 over HTTP major version respMajor and TLS version respTLS (0 in
+// clear). A remembered route, read on every request, builds its own, asking
+// the Proxy func only when the route needs to know.
+func (t *Transport) situationOf(req *http.Request, respMajor int, respTLS uint16) situation {
+	return situation{
+		secure:     req.URL.Scheme == "https",
+		respMajor:  respMajor,
+		respTLS:    respTLS,
+		proxied:    t.proxied(req),
+		ownDialer:  t.ownDialer(),
+		needsHTTP1: needsHTTP1(req),
+		floor:      t.floor(),
+	}
 }
 
 // replay sends the request once over the first candidate, with body; on a
