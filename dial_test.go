@@ -8,7 +8,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -132,10 +131,7 @@ func TestProxiedHandshakeFailureIsBeforeTheRequest(t *testing.T) {
 	})
 	t.Run("remembered", func(t *testing.T) {
 		s, _, tr := newProxied(t)
-		entry := `{"version":1,"entries":[{"origin":"` + s.URL + `","protocol":"TLS/1.3","expires":"2099-01-01T00:00:00Z"}]}`
-		if n, _, err := tr.ImportMemory(strings.NewReader(entry)); n != 1 || err != nil {
-			t.Fatalf("imported %d: %v", n, err)
-		}
+		remember(t, tr, s.URL, "TLS/1.3")
 		var forgot []error
 		trace := &Trace{Forgot: func(info MemoryInfo) { forgot = append(forgot, info.Err) }}
 		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), trace), "GET", s.URL, nil))

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -363,3 +364,24 @@ func (p *connectProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type rtFunc func(*http.Request) (*http.Response, error)
 
 func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// remember imports a memory entry saying origin answered over protocol,
+// far from expiring, as a process that starts warm would.
+func remember(t testing.TB, tr *Transport, origin, protocol string) {
+	t.Helper()
+	file := `{"version":1,"entries":[{"origin":"` + origin + `","protocol":"` + protocol + `","expires":"2999-01-01T00:00:00Z"}]}`
+	if n, _, err := tr.ImportMemory(strings.NewReader(file)); n != 1 || err != nil {
+		t.Fatalf("imported %d entries of %s: %v", n, file, err)
+	}
+}
+
+// heldResponse writes "o", flushes, and finishes with "k\n" once release
+// is closed: a response still being read while a test acts.
+func heldResponse(release <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "o")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "k\n")
+	})
+}

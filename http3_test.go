@@ -713,10 +713,7 @@ func TestHTTP3FallbackDelay(t *testing.T) {
 		s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})
 		tr := newTransport(t, legacyBase(t, s.CertPool()))
 		tr.HTTP3HandshakeTimeout = time.Hour
-		entry := `{"version":1,"entries":[{"origin":"` + s.URL + `","protocol":"HTTP/3","expires":"2099-01-01T00:00:00Z"}]}`
-		if n, _, err := tr.ImportMemory(strings.NewReader(entry)); n != 1 || err != nil {
-			t.Fatalf("imported %d: %v", n, err)
-		}
+		remember(t, tr, s.URL, "HTTP/3")
 		var forgot []error
 		trace := &Trace{Forgot: func(info MemoryInfo) { forgot = append(forgot, info.Err) }}
 		resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), trace), "GET", s.URL, nil))

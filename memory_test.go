@@ -451,10 +451,7 @@ func TestMemoryPathRules(t *testing.T) {
 		s := startServer(t, testserver.Config{Require: testserver.RequireHTTP2, Upgrade: []string{"h2c"}})
 		base := legacyBase(t, nil)
 		tr := newTransport(t, base)
-		warm := `{"version":1,"entries":[{"origin":"http://origin.test:80","protocol":"h2c","expires":"2999-01-01T00:00:00Z"}]}`
-		if n, _, err := tr.ImportMemory(strings.NewReader(warm)); n != 1 || err != nil {
-			t.Fatal(n, err)
-		}
+		remember(t, tr, "http://origin.test:80", "h2c")
 		proxyURL, _ := url.Parse(s.URL)
 		base.Proxy = http.ProxyURL(proxyURL) // the strict server plays the proxy
 		var hits atomic.Int32

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -36,10 +35,7 @@ func TestWarmStartDoesNotRaceBase(t *testing.T) {
 	for range 10 {
 		base := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h3.CertPool()}, ForceAttemptHTTP2: true}
 		tr := &Transport{Base: base, HTTP3HandshakeTimeout: quicSetup}
-		warm := `{"version":1,"entries":[{"origin":"` + h3.URL + `","protocol":"h3","expires":"2999-01-01T00:00:00Z"}]}`
-		if n, _, err := tr.ImportMemory(strings.NewReader(warm)); err != nil || n != 1 {
-			t.Fatal(n, err)
-		}
+		remember(t, tr, h3.URL, "h3")
 		var wg sync.WaitGroup
 		for _, u := range []string{h3.URL, plain.URL} {
 			wg.Go(func() {

@@ -389,12 +389,7 @@ func TestCloseReleasesUpgradedConnections(t *testing.T) {
 		for _, inFlight := range []bool{false, true} {
 			release := make(chan struct{})
 			cfg := p.server
-			cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				io.WriteString(w, "o")
-				w.(http.Flusher).Flush()
-				<-release
-				io.WriteString(w, "k\n")
-			})
+			cfg.Handler = heldResponse(release)
 			s := startServer(t, cfg)
 			var conns connCounter
 			base := legacyBase(t, s.CertPool())
@@ -454,10 +449,7 @@ func TestRememberedInbandFailureStaysEncrypted(t *testing.T) {
 	}
 	s := startServer(t, testserver.Config{InbandTLS: testserver.InbandRFC2817, Require: testserver.RequireTLS, Upgrade: cups})
 	tr := newTransport(t, legacyBase(t, otherCA.CertPool()))
-	warm := `{"version":1,"entries":[{"origin":"` + s.URL + `","protocol":"TLS/1.2","expires":"2999-01-01T00:00:00Z"}]}`
-	if n, _, err := tr.ImportMemory(strings.NewReader(warm)); err != nil || n != 1 {
-		t.Fatal(n, err)
-	}
+	remember(t, tr, s.URL, "TLS/1.2")
 	_, err = tr.RoundTrip(newRequest(t, testContext(t), "POST", s.URL+"/secret", strings.NewReader("password=hunter2")))
 	if !isCertError(err) {
 		t.Fatalf("got %v, want the in-band certificate failure", err)
@@ -651,12 +643,7 @@ func TestCloseReleasesProxiedConnections(t *testing.T) {
 	forEachPair(t, func(t *testing.T, p upgradePair) {
 		release := make(chan struct{})
 		cfg := p.server
-		cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "o")
-			w.(http.Flusher).Flush()
-			<-release
-			io.WriteString(w, "k\n")
-		})
+		cfg.Handler = heldResponse(release)
 		s := startServer(t, cfg)
 		proxy := startConnectProxy(t, nil)
 		var conns connCounter
@@ -675,11 +662,8 @@ func TestCloseReleasesProxiedConnections(t *testing.T) {
 		if body := readAll(t, resp); body != "ok\n" {
 			t.Fatalf("got %q", body)
 		}
-		conns.waitAllClosed(t) // fails: the replay's tunnel is still open
-		for _, rt := range tr.inner.all() {
-			closeIdle(rt)
-		}
-	}, targetHTTP2) // HTTP/1.1 is saved by net/http's closeIdle flag; HTTP/2's pool has none
+		conns.waitAllClosed(t)
+	}, targetHTTP2) // HTTP/1.1 closes pooled connections after Close on its own; HTTP/2's pool does not
 }
 
 // gatedDialer dials through net.Dialer, counting open connections; the
