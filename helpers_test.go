@@ -250,42 +250,32 @@ func waitClosedOnce(t testing.TB, closes *atomic.Int32, what string) {
 
 // connCounter dials through net.Dialer and counts the connections still open.
 type connCounter struct {
-	open  atomic.Int32
+	conns openConns // the library's own count, as Close relies on it
 	total atomic.Int32
 }
 
 // dialed returns how many connections were dialed in all.
 func (c *connCounter) dialed() int32 { return c.total.Load() }
 
+// open returns how many are open, or being dialed.
+func (c *connCounter) open() int32 { return c.conns.n.Load() }
+
 func (c *connCounter) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	conn, err := new(net.Dialer).DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
+	conn, err := c.conns.counting(new(net.Dialer).DialContext)(ctx, network, addr)
+	if err == nil {
+		c.total.Add(1)
 	}
-	c.open.Add(1)
-	c.total.Add(1)
-	return &countedConn{Conn: conn, counter: c}, nil
-}
-
-type countedConn struct {
-	net.Conn
-	counter *connCounter
-	once    sync.Once
-}
-
-func (c *countedConn) Close() error {
-	c.once.Do(func() { c.counter.open.Add(-1) })
-	return c.Conn.Close()
+	return conn, err
 }
 
 // waitAllClosed waits for every counted connection to be closed.
 func (c *connCounter) waitAllClosed(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(patience)
-	for c.open.Load() != 0 && time.Now().Before(deadline) {
+	for c.open() != 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if n := c.open.Load(); n != 0 {
+	if n := c.open(); n != 0 {
 		t.Errorf("%d client connections still open", n)
 	}
 }

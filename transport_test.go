@@ -727,7 +727,7 @@ func TestCloseWaitsForConnectionsBeingDialed(t *testing.T) {
 	tr.CloseIdleConnections()
 	if !waitOpen(t, &g.connCounter, 0, 3*time.Second) {
 		t.Errorf("%d connections still open 3 s after Close, the request done and CloseIdleConnections called; want 0",
-			g.open.Load())
+			g.open())
 		base.CloseIdleConnections()
 		// Not reachable through tr any more: close it through the server.
 		s.Close()
@@ -738,8 +738,8 @@ func TestCloseWaitsForConnectionsBeingDialed(t *testing.T) {
 func waitOpen(t *testing.T, c *connCounter, want int32, d time.Duration) bool {
 	t.Helper()
 	deadline := time.Now().Add(d)
-	for c.open.Load() != want && time.Now().Before(deadline) {
+	for c.open() != want && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	return c.open.Load() == want
+	return c.open() == want
 }
