@@ -3,6 +3,7 @@ package upgrade
 import (
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -12,10 +13,16 @@ import (
 // advertise it on ordinary responses (RFC 9114 §3.1.1), as Caddy does with
 // `Alt-Svc: h3=":443"; ma=2592000`. Such an advertisement is remembered
 // for the origin like a 426's demand, so that later requests go over
-// HTTP/3, with the same rules: same host and port only (the alternative's
-// certificate must be valid for the origin, RFC 7838 §2.1, which the same
-// host guarantees), never through a proxy or around Base's dialer, never
-// over a broken mark.
+// HTTP/3, with the same rules: never through a proxy or around Base's
+// dialer, never over a broken mark. The alternative may name another port
+// or host: the QUIC handshake verifies the certificate for the origin's
+// host, not the alternative's (RFC 7838 §2.1), so a server that cannot
+// prove it is the origin gets no request. As in Chromium, an alternative
+// on a port below 1024 is taken only from an origin on one too, so that a
+// page on a high port cannot point clients at a privileged service.
+//
+// persist=1 asks that an alternative outlive a change of network; this
+// transport sees no such change and keeps every alternative for its ma.
 
 // Bounds on what an Alt-Svc header may cost.
 const (
@@ -28,7 +35,7 @@ const (
 type altService struct {
 	protocol string        // the ALPN protocol ID, such as "h3"
 	host     string        // empty: the origin's host
-	port     string        // the alternative's port
+	port     string        // the alternative's port, never empty
 	maxAge   time.Duration // ma
 }
 
@@ -137,7 +144,7 @@ func unquote(s string) (string, bool) {
 }
 
 // learnAltSvc remembers HTTP/3 for the request's origin when resp, which
-// came over TCP and TLS, advertises it on the same host and port, and
+// came over TCP and TLS, advertises it (the first alternative it may use), and
 // forgets it on "clear". It writes nothing when nothing changes, so a
 // server that repeats its Alt-Svc on every response costs a header lookup.
 func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
@@ -163,15 +170,12 @@ func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
 	if remembered {
 		return // a 426's demand, or what an earlier advertisement taught
 	}
-	_, port, _ := net.SplitHostPort(r.req.URL.Host)
-	if port == "" {
-		port = defaultPort(true)
-	}
 	for _, alt := range alts {
-		if alt.protocol != "h3" || alt.port != port || (alt.host != "" && !strings.EqualFold(alt.host, r.req.URL.Hostname())) {
+		authority, ok := alternativeFor(r.req.URL, alt)
+		if !ok {
 			continue
 		}
-		h3 := candidate{offer: Protocol{Name: "h3"}, target: target{kind: targetHTTP3}}
+		h3 := candidate{offer: Protocol{Name: "h3"}, target: target{kind: targetHTTP3}, alt: authority}
 		route := t.situationOf(r.req, resp.ProtoMajor, tlsVersion(resp))
 		route.needsHTTP1 = false // the advertisement is for the origin, not for this request
 		if alt.maxAge <= 0 || refuseRoute(h3.target, route) != nil ||
@@ -183,10 +187,37 @@ func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
 			r.trace = traceFrom(r.req.Context())
 		}
 		if r.trace.AltSvc != nil {
-			r.trace.AltSvc(AltSvcInfo{Origin: r.origin.String(), Protocol: h3.offer, MaxAge: alt.maxAge})
+			r.trace.AltSvc(AltSvcInfo{Origin: r.origin.String(), Protocol: h3.offer, Alternative: authority, MaxAge: alt.maxAge})
 		}
 		return
 	}
+}
+
+// alternativeFor returns where HTTP/3 is reached for the origin of u when
+// alt advertises it: "" for the origin's own host and port, else host:port.
+// It refuses any protocol but h3, and a port below 1024 for an origin on a
+// port above.
+func alternativeFor(u *url.URL, alt altService) (string, bool) {
+	if alt.protocol != "h3" {
+		return "", false
+	}
+	port := u.Port()
+	if port == "" {
+		port = defaultPort(u.Scheme == "https")
+	}
+	altPort, err := strconv.ParseUint(alt.port, 10, 16)
+	originPort, _ := strconv.Atoi(port)
+	if err != nil || altPort == 0 || (altPort < 1024 && originPort >= 1024) {
+		return "", false
+	}
+	host := alt.host
+	if host == "" || strings.EqualFold(host, u.Hostname()) {
+		if alt.port == port {
+			return "", true
+		}
+		host = u.Hostname()
+	}
+	return net.JoinHostPort(host, alt.port), true
 }
 
 func (t *Transport) forgetAltSvc(r *transportRequest, via candidate) {

@@ -78,9 +78,9 @@ func altSvcServer(t *testing.T, cfg testserver.Config, advertise func(port strin
 	return s
 }
 
-// An Alt-Svc for HTTP/3 on the same host and port sends the next requests
-// over HTTP/3; what it may not (another port, a proxy, a broken mark,
-// IgnoreAltSvc) is ignored; "clear" and max-age end it.
+// An Alt-Svc for HTTP/3 sends the next requests over HTTP/3; what it may
+// not (a privileged port, a proxy, a broken mark, IgnoreAltSvc) is
+// ignored; "clear" and max-age end it.
 func TestAltSvc(t *testing.T) {
 	h3On := func(port string) string { return `h3=":` + port + `"; ma=60` }
 	get := func(t *testing.T, tr *Transport, s *testserver.Server, trace *Trace) *http.Response {
@@ -143,8 +143,7 @@ func TestAltSvc(t *testing.T) {
 			setup func(*Transport, *http.Transport, *testserver.Server)
 			alt   func(port string) string
 		}{
-			{"another port", nil, func(string) string { return `h3=":1"` }},
-			{"another host", nil, func(port string) string { return `h3="other.example:` + port + `"` }},
+			{"privileged port from a high one", nil, func(string) string { return `h3=":443"` }},
 			{"not h3", nil, func(port string) string { return `h2=":` + port + `"` }},
 			{"IgnoreAltSvc", func(tr *Transport, _ *http.Transport, _ *testserver.Server) { tr.IgnoreAltSvc = true }, h3On},
 			{"broken", func(tr *Transport, _ *http.Transport, s *testserver.Server) {
@@ -166,6 +165,47 @@ func TestAltSvc(t *testing.T) {
 				get(t, tr, s, nil)
 				if p := get(t, tr, s, nil).Proto; p != "HTTP/1.1" {
 					t.Errorf("second request over %s, want HTTP/1.1", p)
+				}
+			})
+		}
+	})
+	t.Run("alternative", func(t *testing.T) {
+		// The origin is https://localhost:PORT; its Alt-Svc names another
+		// server, by another port and host (127.0.0.1), that the next
+		// request reaches over QUIC only if its certificate is valid for
+		// localhost, from a CA the client trusts.
+		ca, err := testserver.NewCA()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			name   string
+			altCA  *testserver.CA // nil: a CA of its own, which the client does not trust
+			want   string
+			served int // requests the alternative served
+		}{
+			{"valid for the origin", ca, "HTTP/3.0", 2},
+			{"certificate not for the origin", nil, "HTTP/1.1", 0},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				alt := startServer(t, testserver.Config{TLS: true, HTTP3: true, CA: c.altCA})
+				altAddr := mustParse(alt.URL).Host
+				s := altSvcServer(t, testserver.Config{CA: ca}, func(string) string { return `h3="` + altAddr + `"; ma=60` })
+				s.URL = strings.Replace(s.URL, "127.0.0.1", "localhost", 1)
+				tr := newTransport(t, legacyBase(t, ca.CertPool()))
+				var told []AltSvcInfo
+				var forgot int
+				trace := &Trace{AltSvc: func(i AltSvcInfo) { told = append(told, i) }, Forgot: func(MemoryInfo) { forgot++ }}
+				first, second, third := get(t, tr, s, trace), get(t, tr, s, trace), get(t, tr, s, trace)
+				if first.Proto != "HTTP/1.1" || second.Proto != c.want || len(told) != 1 || told[0].Alternative != altAddr {
+					t.Errorf("requests over %s then %s, Alt-Svc told %+v; want HTTP/1.1 then %s, alternative %s",
+						first.Proto, second.Proto, told, c.want, altAddr)
+				}
+				if alt.Count() != c.served || s.Count() != 3-c.served {
+					t.Errorf("the alternative served %d, the origin %d; want %d and %d", alt.Count(), s.Count(), c.served, 3-c.served)
+				}
+				if c.served == 0 && (third.Proto != "HTTP/1.1" || forgot != 1) {
+					t.Errorf("after the failed alternative: %s, forgotten %d times; want HTTP/1.1, once", third.Proto, forgot)
 				}
 			})
 		}

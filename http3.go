@@ -120,11 +120,24 @@ func (t *Transport) newHTTP3() *http3Transport {
 	return h
 }
 
-// poolKeyContext carries a request's pool key to the dial it causes, which
-// checks that quic-go pools under the same key.
-type poolKeyContext struct{}
+// dialContext carries to the dial a request causes its pool key, which the
+// dial checks quic-go pools under, and the Alt-Svc alternative, if any, to
+// dial instead of the key.
+type dialContext struct{}
+
+type dialInfo struct {
+	key string
+	alt string // host:port; empty: the key's
+}
 
 func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return h.roundTripVia(req, "")
+}
+
+// roundTripVia is RoundTrip with a new connection, if one is needed, dialed
+// to alt (host:port, an Alt-Svc alternative) rather than the request's
+// host. The certificate is verified for the request's host all the same.
+func (h *http3Transport) roundTripVia(req *http.Request, alt string) (*http.Response, error) {
 	key := poolKey(req.URL)
 	h.gate.RLock()
 	h.mu.Lock()
@@ -142,7 +155,7 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if hs.active == 1 && hs.idle != nil {
 		hs.idle.Stop()
 	}
-	dialing := len(hs.conns) == 0
+	dialing := len(hs.conns) == 0 || h.singleUse
 	h.mu.Unlock()
 	h.gate.RUnlock()
 
@@ -150,8 +163,9 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := &h3Response{h: h, host: hs}
 	out := req
 	if dialing {
-		// A dial is coming: let it check that quic-go pools under key.
-		out = req.WithContext(context.WithValue(req.Context(), poolKeyContext{}, key))
+		// A dial is coming: let it check that quic-go pools under key, and
+		// tell it where to.
+		out = req.WithContext(context.WithValue(req.Context(), dialContext{}, dialInfo{key: key, alt: alt}))
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		// quic-go v0.65.0 closes the body twice when a request fails after
@@ -411,7 +425,12 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 		return nil, &connectError{err}
 	}
 	var conn *quic.Conn
-	udpAddr, err := resolveUDP(ctx, addr)
+	info, _ := ctx.Value(dialContext{}).(dialInfo)
+	to := addr
+	if info.alt != "" {
+		to = info.alt
+	}
+	udpAddr, err := resolveUDP(ctx, to)
 	if err == nil {
 		// Dial, not DialEarly: the handshake must be over before a request
 		// leaves, so that its failure is known to come first.
@@ -425,7 +444,7 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 		return nil, &connectError{err}
 	}
 	h.dialed.Add(1)
-	if key, ok := ctx.Value(poolKeyContext{}).(string); ok && key != addr {
+	if info.key != "" && info.key != addr {
 		h.keyless = true
 	}
 	hs := h.host(addr)

@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -236,7 +237,8 @@ func (m *memory) live(now time.Time) []memoryFileEntry {
 	live := make([]memoryFileEntry, len(entries))
 	for i, le := range entries {
 		live[i] = memoryFileEntry{
-			Origin: le.o.String(), Host: le.o.vhost, Protocol: le.e.via.demands(), Expires: le.e.expires.UTC(),
+			Origin: le.o.String(), Host: le.o.vhost, Protocol: le.e.via.demands(),
+			Alternative: le.e.via.alt, Expires: le.e.expires.UTC(),
 		}
 	}
 	return live
@@ -293,10 +295,13 @@ type memoryFile struct {
 }
 
 type memoryFileEntry struct {
-	Origin   string    `json:"origin"`         // scheme://host:port
-	Host     string    `json:"host,omitempty"` // the Host header, when it differs
-	Protocol string    `json:"protocol"`       // as the server offered it, such as "HTTP/2"; "HTTP/2, TLS/1.3" for two demands met at once
-	Expires  time.Time `json:"expires"`
+	Origin   string `json:"origin"`         // scheme://host:port
+	Host     string `json:"host,omitempty"` // the Host header, when it differs
+	Protocol string `json:"protocol"`       // as the server offered it, such as "HTTP/2"; "HTTP/2, TLS/1.3" for two demands met at once
+	// Alternative is where an Alt-Svc said HTTP/3 is, host:port, when not
+	// at the origin's own host and port.
+	Alternative string    `json:"alternative,omitempty"`
+	Expires     time.Time `json:"expires"`
 }
 
 // maxMemoryFileBytes bounds what ImportMemory reads.
@@ -395,6 +400,15 @@ func (t *Transport) validEntry(e memoryFileEntry) (origin, candidate, bool) {
 		if via = combine(via, next); via.also == (Protocol{}) {
 			return origin{}, candidate{}, false // two demands no connection meets at once
 		}
+	}
+	if e.Alternative != "" {
+		// Checked as the Alt-Svc that taught it was.
+		host, port, err := net.SplitHostPort(e.Alternative)
+		alt, ok := alternativeFor(u, altService{protocol: "h3", host: host, port: port})
+		if err != nil || !ok || alt == "" || via.target.kind != targetHTTP3 || via.also != (Protocol{}) {
+			return origin{}, candidate{}, false
+		}
+		via.alt = alt
 	}
 	return originOf(req), via, true
 }

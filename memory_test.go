@@ -311,23 +311,36 @@ func TestImportMemoryValidates(t *testing.T) {
 	entry := func(origin, protocol, expires string) string {
 		return fmt.Sprintf(`{"origin":%q,"protocol":%q,"expires":%q}`, origin, protocol, expires)
 	}
+	alternative := func(origin, protocol, alt string) string {
+		return fmt.Sprintf(`{"origin":%q,"protocol":%q,"alternative":%q,"expires":%q}`, origin, protocol, alt, later)
+	}
 	file := `{"version":1,"entries":[` + strings.Join([]string{
-		entry("https://a.test:443", "HTTP/2", later),      // kept
-		entry("http://b.test:80", "h2c", later),           // kept
-		entry("https://c.test:443", "websocket", later),   // unknown protocol
-		entry("https://d.test:443", "h2c", later),         // would drop TLS
-		entry("http://e.test:80", "HTTP/3", later),        // needs TLS
-		entry("ftp://f.test:21", "HTTP/2", later),         // bad scheme
-		entry("https://g.test", "HTTP/2", later),          // no port
-		entry("https://h.test:99999", "HTTP/2", later),    // bad port
-		entry("https://i.test:443/path", "HTTP/2", later), // not an origin
-		entry("https://j.test:443", "HTTP/2", earlier),    // expired
-		entry("https://k.test:443", "TLS/9.9", later),     // unknown version
+		entry("https://a.test:443", "HTTP/2", later),                   // kept
+		entry("http://b.test:80", "h2c", later),                        // kept
+		entry("https://c.test:443", "websocket", later),                // unknown protocol
+		entry("https://d.test:443", "h2c", later),                      // would drop TLS
+		entry("http://e.test:80", "HTTP/3", later),                     // needs TLS
+		entry("ftp://f.test:21", "HTTP/2", later),                      // bad scheme
+		entry("https://g.test", "HTTP/2", later),                       // no port
+		entry("https://h.test:99999", "HTTP/2", later),                 // bad port
+		entry("https://i.test:443/path", "HTTP/2", later),              // not an origin
+		entry("https://j.test:443", "HTTP/2", earlier),                 // expired
+		entry("https://k.test:443", "TLS/9.9", later),                  // unknown version
+		alternative("https://l.test:443", "h3", "alt.test:8443"),       // kept
+		alternative("https://m.test:8443", "h3", "m.test:443"),         // privileged port from a high one
+		alternative("https://n.test:443", "HTTP/2", "alt.test:8443"),   // only HTTP/3 has alternatives
+		alternative("https://o.test:443", "h3", "alt.test:http"),       // port not a number
+		alternative("https://p.test:443", "h3", "alt.test"),            // no port
+		alternative("https://q.test:443", "h3, TLS/1.3", "alt.test:1"), // two demands
 	}, ",") + `]}`
 	tr := newTransport(t, nil)
 	imported, skipped, err := tr.ImportMemory(strings.NewReader(file))
-	if err != nil || imported != 2 || skipped != 9 {
-		t.Errorf("imported %d, skipped %d, %v; want 2 and 9", imported, skipped, err)
+	if err != nil || imported != 3 || skipped != 14 {
+		t.Errorf("imported %d, skipped %d, %v; want 3 and 14", imported, skipped, err)
+	}
+	var out strings.Builder
+	if err := tr.ExportMemory(&out); err != nil || !strings.Contains(out.String(), `"origin":"https://l.test:443","protocol":"h3","alternative":"alt.test:8443"`) {
+		t.Errorf("export: %v\n%s\nwant l.test with its alternative", err, out.String())
 	}
 	for _, bad := range []string{`{"version":2,"entries":[]}`, `not json`, `{"version":1,"entries":{}}`} {
 		if _, _, err := tr.ImportMemory(strings.NewReader(bad)); err == nil || !strings.HasPrefix(err.Error(), "upgrade: ") {

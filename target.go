@@ -74,6 +74,9 @@ type candidate struct {
 	// quicOnly is set for HTTP/3 learned from a 426 that offered no TCP
 	// protocol: remembered, its handshake still gets the whole setup bound.
 	quicOnly bool
+	// alt is, for HTTP/3 learned from Alt-Svc, the host:port it is reached
+	// at when not the origin's own (alternativeFor).
+	alt string
 }
 
 // demands returns what c meets, as an Upgrade list: "HTTP/2", or

@@ -71,8 +71,11 @@ type MemoryInfo struct {
 type AltSvcInfo struct {
 	Origin   string // scheme://host:port
 	Protocol Protocol
-	MaxAge   time.Duration // how long it is remembered; 0 when Cleared
-	Cleared  bool          // "clear": the origin forgot it
+	// Alternative is where the protocol is reached, host:port, when it is
+	// not the origin's own host and port.
+	Alternative string
+	MaxAge      time.Duration // how long it is remembered; 0 when Cleared
+	Cleared     bool          // "clear": the origin forgot it
 }
 
 // Got426Info describes a 426 response.

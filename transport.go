@@ -507,6 +507,9 @@ func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, er
 	if !tgt.directRoute() && t.proxied(out) {
 		rt = throughProxy{rt}
 	}
+	if h3, ok := rt.(*http3Transport); ok && c.alt != "" {
+		return h3.roundTripVia(out, c.alt)
+	}
 	return rt.RoundTrip(out)
 }
 
