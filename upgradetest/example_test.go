@@ -54,6 +54,29 @@ func ExampleNewHTTP3Server() {
 	// server saw HTTP/3.0 refused: false
 }
 
+// The server never refuses; its Alt-Svc header sends the requests after
+// the first over HTTP/3.
+func ExampleNewAltSvcServer() {
+	srv := upgradetest.NewAltSvcServer(nil)
+	defer srv.Close()
+	transport := &upgrade.Transport{Base: srv.Client().Transport}
+	defer transport.Close()
+	client := &http.Client{Transport: transport}
+
+	for range 2 {
+		resp, err := client.Get(srv.URL)
+		if err != nil {
+			panic(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		fmt.Println(resp.Status, resp.Proto)
+	}
+	// Output:
+	// 200 OK HTTP/1.1
+	// 200 OK HTTP/3.0
+}
+
 // A server that demands TLS 1.3 says so with 426 "upgrade: TLS/1.3"; the
 // replay keeps HTTP/1.1 over a new TLS 1.3 connection.
 func ExampleNewTLSServer() {

@@ -31,7 +31,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/h426/upgrade/internal/testserver"
 )
@@ -137,6 +139,31 @@ func NewHTTP3Server(handler http.Handler) *Server {
 		Refuse:  http.HandlerFunc(refuseHTTP3),
 		Handler: handler,
 	})
+}
+
+// NewAltSvcServer starts an https:// server that demands nothing but
+// advertises HTTP/3, as Caddy does by default: it serves every request,
+// over HTTP/1.1, HTTP/2 or HTTP/3, with handler (nil: 200 "ok\n"), and
+// every response carries "Alt-Svc: h3=":PORT"; ma=2592000" for the UDP
+// port with the TCP port's number. A client that follows Alt-Svc sends
+// the requests after the first over HTTP/3: Served("HTTP/3.0") counts
+// them.
+func NewAltSvcServer(handler http.Handler) *Server {
+	if handler == nil {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	}
+	var altSvc atomic.Pointer[string] // set once the port is known, before any request
+	s := start(testserver.Config{
+		TLS:   true,
+		HTTP3: true,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Alt-Svc", *altSvc.Load())
+			handler.ServeHTTP(w, r)
+		}),
+	})
+	v := `h3=":` + s.URL[strings.LastIndex(s.URL, ":")+1:] + `"; ma=2592000`
+	altSvc.Store(&v)
+	return s
 }
 
 // NewTLSServer starts an https:// server that demands TLS version (one of

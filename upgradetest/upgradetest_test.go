@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -133,6 +134,31 @@ func TestNewHTTP3Server(t *testing.T) {
 	check(t, srv, resp, body, "HTTP/3.0", 3, 2)
 	if resp.TLS == nil || resp.TLS.Version != tls.VersionTLS13 {
 		t.Errorf("replay's TLS %v, want TLS 1.3", resp.TLS)
+	}
+}
+
+func TestNewAltSvcServer(t *testing.T) {
+	srv := upgradetest.NewAltSvcServer(nil)
+	defer srv.Close()
+	transport := &upgrade.Transport{Base: srv.Client().Transport}
+	defer transport.Close()
+	client := &http.Client{Transport: transport}
+	var protos []string
+	for range 3 {
+		resp, err := client.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		protos = append(protos, resp.Proto)
+	}
+	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+	if srv.Requests()[0].Refused || srv.Refused() != 0 {
+		t.Errorf("refused %d requests, want none", srv.Refused())
+	}
+	if fmt.Sprint(protos) != "[HTTP/1.1 HTTP/3.0 HTTP/3.0]" || srv.Served("HTTP/3.0") != 2 || srv.Served("HTTP/1.1") != 1 {
+		t.Errorf("requests over %v, served over HTTP/3: %d; want HTTP/1.1 then HTTP/3 (Alt-Svc for port %s)", protos, srv.Served("HTTP/3.0"), port)
 	}
 }
 
