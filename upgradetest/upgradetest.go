@@ -6,7 +6,8 @@
 // chooses, with certificates from a CA of its own held in memory. It demands
 // one thing (HTTP/2, h2c, HTTP/3, a TLS version, RFC 2817 in-band TLS) and
 // refuses what does not meet it the way a real server does: with 426
-// Upgrade Required and an Upgrade header, or by failing the TLS handshake.
+// Upgrade Required and an Upgrade header, or by failing the TLS handshake;
+// or, like [NewAltSvcServer], demands nothing and advertises HTTP/3.
 // [Server.Client] returns a client that meets every refusal (HTTP/1.1 only,
 // TLS at most 1.2, ALPN http/1.1), so wrapping its transport in
 // [github.com/h426/upgrade.Transport] shows the upgrade happen:
