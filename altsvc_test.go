@@ -64,7 +64,7 @@ func FuzzParseAltSvc(f *testing.F) {
 
 // altSvcServer serves HTTP/1.1, HTTP/2 and HTTP/3 with no demand, and
 // advertises in Alt-Svc what advertise returns for its port.
-func altSvcServer(t *testing.T, cfg testserver.Config, advertise func(port string) string) *testserver.Server {
+func altSvcServer(t testing.TB, cfg testserver.Config, advertise func(port string) string) *testserver.Server {
 	var s *testserver.Server
 	cfg.TLS = true
 	cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -140,17 +140,20 @@ func TestAltSvc(t *testing.T) {
 	t.Run("ignored", func(t *testing.T) {
 		cases := []struct {
 			name  string
-			setup func(*Transport, *http.Transport, *testserver.Server)
+			setup func(*testing.T, *Transport, *http.Transport, *testserver.Server)
 			alt   func(port string) string
 		}{
 			{"privileged port from a high one", nil, func(string) string { return `h3=":443"` }},
 			{"not h3", nil, func(port string) string { return `h2=":` + port + `"` }},
-			{"IgnoreAltSvc", func(tr *Transport, _ *http.Transport, _ *testserver.Server) { tr.IgnoreAltSvc = true }, h3On},
-			{"broken", func(tr *Transport, _ *http.Transport, s *testserver.Server) {
+			{"IgnoreAltSvc", func(_ *testing.T, tr *Transport, _ *http.Transport, _ *testserver.Server) { tr.IgnoreAltSvc = true }, h3On},
+			{"broken", func(_ *testing.T, tr *Transport, _ *http.Transport, s *testserver.Server) {
 				o := originOf(&http.Request{URL: mustParse(s.URL), Host: ""})
 				tr.broken.fail(brokenKeyOf(o, target{kind: targetHTTP3}), time.Now())
 			}, h3On},
-			{"own dialer", func(_ *Transport, base *http.Transport, _ *testserver.Server) {
+			{"proxy", func(t *testing.T, _ *Transport, base *http.Transport, _ *testserver.Server) {
+				base.Proxy = http.ProxyURL(startConnectProxy(t, nil).url)
+			}, h3On},
+			{"own dialer", func(_ *testing.T, _ *Transport, base *http.Transport, _ *testserver.Server) {
 				base.DialContext = new(connCounter).DialContext
 			}, h3On},
 		}
@@ -160,9 +163,12 @@ func TestAltSvc(t *testing.T) {
 				base := legacyBase(t, s.CertPool())
 				tr := newTransport(t, base)
 				if c.setup != nil {
-					c.setup(tr, base, s)
+					c.setup(t, tr, base, s)
 				}
 				get(t, tr, s, nil)
+				if m := tr.mem.Load(); m != nil && !m.empty() {
+					t.Error("the advertisement was remembered")
+				}
 				if p := get(t, tr, s, nil).Proto; p != "HTTP/1.1" {
 					t.Errorf("second request over %s, want HTTP/1.1", p)
 				}

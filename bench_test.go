@@ -186,6 +186,34 @@ func BenchmarkLoopbackAB(b *testing.B) {
 				func() { benchRequest(b, up, "GET", s.URL, nil, target.proto) })
 		})
 	}
+	// HTTP/3 learned from Alt-Svc rather than a 426: the same steady state.
+	b.Run("altsvc", func(b *testing.B) {
+		s := altSvcServer(b, testserver.Config{HTTP3: true}, func(port string) string { return `h3=":` + port + `"` })
+		up := newTransport(b, legacyBase(b, s.CertPool()))
+		benchRequest(b, up, "GET", s.URL, nil, "HTTP/1.1") // learns the advertisement
+		benchRequest(b, up, "GET", s.URL, nil, "HTTP/3.0")
+		bare := underlying(b, up, "HTTP/3.0")
+		measureAB(b,
+			func() { benchRequest(b, bare, "GET", s.URL, nil, "HTTP/3.0") },
+			func() { benchRequest(b, up, "GET", s.URL, nil, "HTTP/3.0") })
+	})
+	// An Alt-Svc where nothing answers QUIC: after one fallback, HTTP/3 is
+	// marked broken and every request goes through Base, against Base
+	// alone. No request may try QUIC again: nothing is remembered, so each
+	// goes straight to Base.
+	b.Run("udp-dropped", func(b *testing.B) {
+		s := altSvcServer(b, testserver.Config{DropUDP: true}, func(port string) string { return `h3=":` + port + `"` })
+		base := legacyBase(b, s.CertPool())
+		up := newTransport(b, base)
+		benchRequest(b, up, "GET", s.URL, nil, "HTTP/1.1") // learns the advertisement
+		benchRequest(b, up, "GET", s.URL, nil, "HTTP/1.1") // QUIC gives way after the fallback delay
+		measureAB(b,
+			func() { benchRequest(b, base, "GET", s.URL, nil, "HTTP/1.1") },
+			func() { benchRequest(b, up, "GET", s.URL, nil, "HTTP/1.1") })
+		if m := up.mem.Load(); !m.empty() || !up.broken.any() {
+			b.Error("HTTP/3 is remembered or not marked broken: requests may have tried QUIC")
+		}
+	})
 	// Two bare transports alike in every way but their connections: what
 	// comparing separate pools costs the instrument, and why the targets
 	// above are measured against the very transport the wrapper uses.
