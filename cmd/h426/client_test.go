@@ -289,7 +289,7 @@ func TestClient(t *testing.T) {
 	}, {
 		name:       "-m gives up on a server that does not answer",
 		server:     testserver.Config{Handler: hang},
-		args:       []string{"-m", "0.2", "URL"},
+		args:       []string{"-m", "2", "URL"},
 		wantCode:   exitError,
 		wantStderr: []string{"deadline exceeded"},
 		wantSeen:   1,

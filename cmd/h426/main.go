@@ -8,18 +8,24 @@
 //	h426 [options] URL
 //	h426 demo
 //
-// Options may come before or after the URL, one-letter ones may be combined
-// (-sSf, -vo FILE), and "--" ends them. They follow curl's: -X, -H, -d, -i,
-// -I, -o, -L, -s, -S, -f, -w, -v, -k, -m, --cacert, --http1.1, --http2,
-// --http3, --tlsv1.0 to --tlsv1.3 and --tls-max choose what the first
-// request offers; "h426 --help" lists them all. Without -L redirects are
-// not followed; with -f a status of 400 or more exits 22 and prints no body.
+// Options follow curl's and may come before or after the URL; one-letter
+// ones combine (-sSf, -vo FILE) and "--" ends them. "h426 --help" lists
+// them all:
 //
-// --legacy is --http1.1 --tls-max 1.2: a strict server then answers with a
-// demand, and -v shows the upgrade. --http3 sends the first request over
-// HTTP/3 and, when QUIC gets no answer, over TCP as without it. --min-tls
-// sets the least TLS version for upgraded connections, and --memory keeps
-// what origins demanded in a file from one run to the next.
+//   - the request: -X, -H, -d, -m, and -L to follow redirects (without it
+//     they are not followed, as in curl);
+//   - the output: -o, -i, -I, -w (%{http_code}, %{http_version} and more),
+//     -f (a status of 400 or more prints no body and exits 22), -s, -S,
+//     and -v, which shows each connection, request and upgrade step;
+//   - what the first request offers: --http1.1, --http2 (the default),
+//     --http3, --tlsv1.0 to --tlsv1.3 (the least TLS version) and
+//     --tls-max. --legacy is --http1.1 --tls-max 1.2, so that a strict
+//     server answers with a demand and -v shows the upgrade. --http3 sends
+//     an https:// request straight over HTTP/3 and, when QUIC gets no
+//     answer, over TCP as without it;
+//   - TLS and upgrades: --cacert, -k, --min-tls (the least TLS version of
+//     upgraded connections) and --memory, which keeps what origins
+//     demanded in a file from one run to the next.
 //
 // "h426 demo" runs the client against loopback test servers, one per
 // upgrade scenario, and prints what happened to each.
