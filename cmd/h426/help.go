@@ -74,9 +74,11 @@ const demoHelp = `usage: h426 demo
 Starts loopback test servers, one per upgrade scenario (a 426 demanding
 HTTP/2, h2c, HTTP/3, TLS 1.3 or in-band TLS; a refused handshake; an
 Alt-Svc; the origin memory; offers that cannot or must not be followed),
-sends each a GET with a client that mostly speaks HTTP/1.1 and TLS 1.2 at
-most, and prints what happened. Nothing leaves the machine. The exit status is 1
-if any scenario did not end as it should.
+sends each a GET, and prints what happened: the final answer, how many
+requests reached the server, and what it demanded and the client did.
+The client speaks HTTP/1.1 and TLS 1.2 at most unless the scenario's name
+says otherwise. Nothing leaves the machine. The exit status is 1 if any
+scenario did not end as it should.
 `
 
 // writeVersion is "h426 --version".
