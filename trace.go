@@ -10,7 +10,7 @@ import (
 
 // Trace holds hooks called while a [Transport] handles a 426, in the style
 // of net/http/httptrace. Any hook may be nil. Hooks run on the goroutine
-// calling RoundTrip and must not retain the slices they are given.
+// calling RoundTrip and must not retain the slices or headers they are given.
 type Trace struct {
 	// Got426 is called when a response has status 426 Upgrade Required.
 	Got426 func(Got426Info)
@@ -80,10 +80,11 @@ type AltSvcInfo struct {
 
 // Got426Info describes a 426 response.
 type Got426Info struct {
-	Offered []Protocol // the Upgrade header, parsed, in the server's order
-	Err     error      // a *ParseError when the header is malformed
-	Proto   string     // the protocol the 426 came over, such as "HTTP/1.1"
-	TLS     uint16     // the TLS version it came over; 0 in clear
+	Offered []Protocol  // the Upgrade header, parsed, in the server's order
+	Err     error       // a *ParseError when the header is malformed
+	Proto   string      // the protocol the 426 came over, such as "HTTP/1.1"
+	TLS     uint16      // the TLS version it came over; 0 in clear
+	Header  http.Header // the 426's header, for display: the Upgrade header is Offered
 }
 
 // HandshakeRefusedInfo describes a refused TLS handshake read as a demand.

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"reflect"
 	"testing"
+
+	"github.com/h426/upgrade/internal/testserver"
 )
 
 // WithTrace keeps a trace already in the context: both are called, the
@@ -77,4 +79,20 @@ func TestWithTraceComposedOnARequest(t *testing.T) {
 			t.Errorf("%d over %s; hooks called %d and %d times, want 200 over %s, 1 and 1", resp.StatusCode, resp.Proto, mine, theirs, p.wantProto)
 		}
 	})
+}
+
+// Got426 carries the 426's header, so a tool can show it as it came.
+func TestGot426Header(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	var got http.Header
+	ctx := WithTrace(testContext(t), &Trace{Got426: func(info Got426Info) { got = info.Header.Clone() }})
+	resp, err := tr.RoundTrip(newRequest(t, ctx, "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if got.Get("Upgrade") != "HTTP/2" || got.Get("Connection") != "Upgrade" {
+		t.Errorf("Got426 saw header %v, want Upgrade: HTTP/2 and Connection: Upgrade", got)
+	}
 }

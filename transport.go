@@ -329,7 +329,7 @@ func (t *Transport) upgrade(r *transportRequest, resp *http.Response) (*http.Res
 			r.trace.HandshakeRefused(HandshakeRefusedInfo{Err: r.refusal, Demand: offered})
 		}
 	case r.trace.Got426 != nil:
-		r.trace.Got426(Got426Info{Offered: offered, Err: parseErr, Proto: resp.Proto, TLS: tlsVersion(resp)})
+		r.trace.Got426(Got426Info{Offered: offered, Err: parseErr, Proto: resp.Proto, TLS: tlsVersion(resp), Header: resp.Header})
 	}
 	candidates, skipped, reason := t.decide(r, parseErr)
 	if reason == nil && r.outgrown != nil {

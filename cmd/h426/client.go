@@ -8,39 +8,63 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/h426/upgrade"
 )
 
-// fetch sends the request the options describe and writes the response
-// body, with -i its head first, to stdout.
-func fetch(o options, stdout, stderr io.Writer) (err error) {
-	tlsConf, err := clientTLS(o, stderr)
+// maxRedirects is how many redirects -L follows, curl's --max-redirs default.
+const maxRedirects = 50
+
+// errHTTPFailed is -f's error for a status of 400 or more.
+var errHTTPFailed = errors.New("the requested URL returned error")
+
+// fetch sends the request the options describe, writes the response as
+// they ask, and returns the exit status.
+func fetch(o options, stdout, stderr io.Writer) int {
+	errOut, warnOut := stderr, stderr
+	if o.silent {
+		warnOut = io.Discard
+		if !o.showErr {
+			errOut = io.Discard
+		}
+	}
+	start := time.Now()
+	got, err := transfer(o, stdout, stderr, warnOut)
+	got.elapsed = time.Since(start)
+	if o.writeOut != "" {
+		io.WriteString(stdout, got.expand(string(o.writeOut)))
+	}
+	switch {
+	case errors.Is(err, errHTTPFailed):
+		fmt.Fprintf(errOut, "h426: %v\n", err)
+		return exitHTTPFailed
+	case err != nil:
+		reportError(errOut, err)
+		return exitError
+	}
+	return exitOK
+}
+
+// transfer does the work of fetch; -v writes to stderr, warnings to warnings.
+func transfer(o options, stdout, stderr, warnings io.Writer) (got transferInfo, err error) {
+	tlsConf, err := clientTLS(o, warnings)
 	if err != nil {
-		return err
+		return got, err
 	}
 	transport := &upgrade.Transport{
-		Base:          newBase(o.legacy, tlsConf),
+		Base:          newBase(o.first, tlsConf),
 		MinTLSVersion: uint16(o.minTLS),
 	}
 	defer func() { err = errors.Join(err, transport.Close()) }()
-	if o.memory != "" {
-		if err := loadMemory(transport, o.memory, stderr); err != nil {
-			return err
-		}
-		defer func() { err = errors.Join(err, saveMemory(transport, o.memory)) }()
-	}
 
 	ctx, cancel := withTimeout(context.Background(), o.timeout)
 	defer cancel()
 	req, err := newRequest(ctx, o)
 	if err != nil {
-		return err
+		return got, err
 	}
 	var trace *verbose
 	if o.verbose {
@@ -48,84 +72,93 @@ func fetch(o options, stdout, stderr io.Writer) (err error) {
 		defer trace.stop()
 		req = req.WithContext(trace.context(req.Context()))
 	}
+	if o.memory != "" {
+		if err := loadMemory(transport, o.memory, warnings); err != nil {
+			return got, err
+		}
+	}
+	var seed *memoryEntry
+	if o.first.http == "3" {
+		if seed, err = preferHTTP3(transport, req, warnings); err != nil {
+			return got, err
+		}
+		if trace != nil && seed != nil {
+			trace.seeded = seed.Origin
+		}
+	}
+	if o.memory != "" {
+		defer func() { err = errors.Join(err, saveMemory(transport, o.memory, seed)) }()
+	}
 
-	resp, err := newClient(transport).Do(req)
+	resp, err := newClient(transport, o.follow, trace).Do(req)
 	if err != nil {
-		return err
+		return got, err
 	}
 	defer resp.Body.Close()
+	got = infoOf(resp)
 	if trace != nil {
 		trace.final(resp)
 	}
-	if o.include {
-		writeHead(stdout, resp)
+	if o.fail && resp.StatusCode >= 400 {
+		return got, fmt.Errorf("%w: %d", errHTTPFailed, resp.StatusCode)
 	}
-	_, err = io.Copy(stdout, resp.Body)
-	return err
-}
-
-// loadMemory imports the origin memory from file; a missing file is an
-// empty memory, so the first run creates it.
-func loadMemory(transport *upgrade.Transport, file string, stderr io.Writer) error {
-	f, err := os.Open(file)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	out, closeOut, err := openOutput(o.output, stdout)
 	if err != nil {
-		return err
+		return got, err
 	}
-	defer f.Close()
-	_, skipped, err := transport.ImportMemory(f)
-	if err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+	defer func() { err = errors.Join(err, closeOut()) }()
+	if o.include || o.head {
+		writeHead(out, resp)
 	}
-	if skipped > 0 {
-		fmt.Fprintf(stderr, "h426: %s: skipped %d expired or invalid entries\n", file, skipped)
-	}
-	return nil
+	got.size, err = io.Copy(out, resp.Body)
+	return got, err
 }
 
-// saveMemory writes the origin memory to file, replacing it whole.
-func saveMemory(transport *upgrade.Transport, file string) error {
-	var buf bytes.Buffer
-	if err := transport.ExportMemory(&buf); err != nil {
-		return err
-	}
-	return os.WriteFile(file, buf.Bytes(), 0o600)
-}
-
-// newClient wraps rt in a client that, like curl, does not follow redirects.
-func newClient(rt http.RoundTripper) *http.Client {
+// newClient wraps rt in a client that, like curl, follows redirects only
+// when asked (-L).
+func newClient(rt http.RoundTripper, follow bool, trace *verbose) *http.Client {
 	return &http.Client{
 		Transport: rt,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			switch {
+			case !follow:
+				return http.ErrUseLastResponse
+			case len(via) > maxRedirects:
+				return fmt.Errorf("stopped after %d redirects", maxRedirects)
+			}
+			if trace != nil {
+				trace.redirect(req)
+			}
+			return nil
 		},
 	}
 }
 
-// newBase returns the transport every request goes through first; upgraded
-// transports are cloned from it. legacy pins it to HTTP/1.1 and at most
-// TLS 1.2, so that a strict server answers 426 and the upgrade shows.
-func newBase(legacy bool, tlsConf *tls.Config) *http.Transport {
+// legacy is what --legacy and the demo's client offer first: HTTP/1.1 and
+// TLS 1.2 at most, so that a strict server answers with a demand.
+var legacy = firstRequest{http: "1.1", maxTLS: tls.VersionTLS12}
+
+// newBase returns the transport every request goes through first, offering
+// what first says; upgraded transports are cloned from it.
+func newBase(first firstRequest, tlsConf *tls.Config) *http.Transport {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.TLSClientConfig = tlsConf
-	if legacy {
+	tlsConf.MinVersion, tlsConf.MaxVersion = first.minTLS, first.maxTLS
+	if first.http == "1.1" {
 		base.Protocols = new(http.Protocols)
 		base.Protocols.SetHTTP1(true)
-		base.TLSClientConfig.MaxVersion = tls.VersionTLS12
 		// ALPN http/1.1, as curl --http1.1 offers it: an h2-only server
 		// then refuses the handshake with no_application_protocol.
-		base.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		tlsConf.NextProtos = []string{"http/1.1"}
 	}
 	return base
 }
 
 // clientTLS returns the TLS settings from --cacert and -k.
-func clientTLS(o options, stderr io.Writer) (*tls.Config, error) {
+func clientTLS(o options, warnings io.Writer) (*tls.Config, error) {
 	conf := &tls.Config{}
 	if o.insecure {
-		fmt.Fprintln(stderr, "h426: warning: -k: server certificates are not verified")
+		fmt.Fprintln(warnings, "h426: warning: -k: server certificates are not verified")
 		conf.InsecureSkipVerify = true
 	}
 	if o.caFile != "" {
@@ -186,28 +219,4 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, d)
-}
-
-// writeHead prints the status line and the headers in sorted order.
-func writeHead(w io.Writer, resp *http.Response) {
-	fmt.Fprintf(w, "%s %s\n", resp.Proto, resp.Status)
-	for _, name := range slices.Sorted(maps.Keys(resp.Header)) {
-		for _, value := range resp.Header[name] {
-			fmt.Fprintf(w, "%s: %s\n", name, value)
-		}
-	}
-	fmt.Fprintln(w)
-}
-
-// reportError prints err and, for a failed upgrade, every attempt.
-func reportError(w io.Writer, err error) {
-	fmt.Fprintf(w, "h426: %v\n", err)
-	var failed *upgrade.UpgradeError
-	if !errors.As(err, &failed) {
-		return
-	}
-	fmt.Fprintf(w, "h426: the 426 offered: %s\n", protocolList(failed.Offered))
-	for _, a := range failed.Attempts {
-		fmt.Fprintf(w, "h426:   %s: %v\n", a.Protocol, a.Err)
-	}
 }

@@ -9,8 +9,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/h426/upgrade"
 	"github.com/h426/upgrade/internal/testserver"
@@ -135,6 +135,10 @@ func (r result) ok() bool {
 
 // runDemo is "h426 demo".
 func runDemo(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		io.WriteString(stdout, demoHelp)
+		return exitOK
+	}
 	if len(args) > 0 {
 		fmt.Fprintf(stderr, "h426: demo takes no arguments, got %q\n", args)
 		return exitUsage
@@ -169,7 +173,11 @@ func play(ctx context.Context, sc scenario) result {
 	}
 	defer srv.Close()
 	// Mostly the legacy client, so that the servers have something to refuse.
-	transport := &upgrade.Transport{Base: newBase(!sc.modern, &tls.Config{RootCAs: srv.CertPool()})}
+	first := legacy
+	if sc.modern {
+		first = firstRequest{}
+	}
+	transport := &upgrade.Transport{Base: newBase(first, &tls.Config{RootCAs: srv.CertPool()})}
 	defer transport.Close()
 
 	ctx, cancel := context.WithTimeout(ctx, rowTimeout)
@@ -191,9 +199,6 @@ func play(ctx context.Context, sc scenario) result {
 		return r
 	}
 	r.got.status, r.got.proto, r.got.tls = resp.StatusCode, resp.Proto, tlsVersion(resp)
-	if r.steps.first == "" { // no 426: the first answer is the final one
-		r.steps.first = fmt.Sprintf("%d %s", resp.StatusCode, resp.Proto)
-	}
 	return r
 }
 
@@ -204,7 +209,7 @@ func get(ctx context.Context, rt http.RoundTripper, url string) (*http.Response,
 	if err != nil {
 		return nil, err
 	}
-	resp, err := newClient(rt).Do(req)
+	resp, err := newClient(rt, false, nil).Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -216,39 +221,59 @@ func get(ctx context.Context, rt http.RoundTripper, url string) (*http.Response,
 // rowTrace keeps what the upgrade trace said, for the table. Its hooks run
 // on the goroutine calling RoundTrip, so it needs no lock.
 type rowTrace struct {
-	first  string // the first answer, when it was a 426
-	offer  string // the 426's Upgrade header
-	choice string // the protocol that answered, those to try, or why none
+	demand string   // the 426 or refused handshake and what it asked for
+	steps  []string // what the client did about it, in order
 }
 
 func (rt *rowTrace) hooks() *upgrade.Trace {
 	return &upgrade.Trace{
 		HandshakeRefused: func(info upgrade.HandshakeRefusedInfo) {
-			rt.first = "TLS alert"
-			rt.offer = "read as " + protocolList(info.Demand)
+			rt.demand = "TLS alert, read as " + protocolList(info.Demand)
 		},
 		Got426: func(info upgrade.Got426Info) {
-			rt.first = "426 " + info.Proto
-			rt.offer = protocolList(info.Offered)
+			rt.demand = "426 over " + info.Proto + ", offering " + protocolList(info.Offered)
 			if info.Err != nil {
-				rt.offer = "malformed"
+				rt.demand = "426 over " + info.Proto + " with a malformed Upgrade"
 			}
 		},
 		Decided: func(info upgrade.DecisionInfo) {
-			rt.choice = protocolList(info.Candidates)
 			if info.Reason != nil {
-				rt.choice = "none: " + whyNone(info)
+				rt.steps = append(rt.steps, "not upgraded: "+whyNone(info))
 			}
 		},
 		ReplayDone: func(info upgrade.ReplayDoneInfo) {
-			if info.Err == nil {
-				rt.choice = info.Protocol.String()
+			if info.Err != nil {
+				rt.steps = append(rt.steps, info.Protocol.String()+" failed")
+				return
 			}
+			rt.steps = append(rt.steps, fmt.Sprintf("%s answered %d", info.Protocol, info.StatusCode))
 		},
 		Remembered: func(info upgrade.MemoryInfo) {
-			rt.choice = "remembered " + info.Protocol.String()
+			rt.steps = append(rt.steps, "straight over "+info.Protocol.String()+", remembered")
 		},
 	}
+}
+
+// lines says what the server demanded, then each step, on lines that
+// fit in width.
+func (rt rowTrace) lines(width int) []string {
+	parts := rt.steps
+	if rt.demand != "" {
+		parts = append([]string{rt.demand}, parts...)
+	}
+	if len(parts) == 0 {
+		return []string{"no demand"}
+	}
+	lines := []string{parts[0]}
+	for _, p := range parts[1:] {
+		last := &lines[len(lines)-1]
+		if utf8.RuneCountInString(*last)+len(" → ")+len(p) > width {
+			lines = append(lines, "→ "+p)
+			continue
+		}
+		*last += " → " + p
+	}
+	return lines
 }
 
 // whyNone says why nothing was tried: the reason each offer was skipped
@@ -269,36 +294,45 @@ func short(err error) string {
 	return strings.TrimPrefix(err.Error(), "upgrade: ")
 }
 
+// tableLegend heads the demo's table.
+const tableLegend = `Each scenario starts a strict server on loopback and sends it a GET, with
+a client that speaks HTTP/1.1 and TLS 1.2 at most unless the name says
+otherwise. ANSWER is what the client got in the end; SEEN is how many
+requests reached the server; the line below each row says what the server
+demanded first and what the client did about it.
+
+`
+
+// The table fits in tableWidth columns: the steps, the widest part, wrap.
+const (
+	tableWidth  = 80
+	stepsIndent = "      "
+)
+
+// printTable prints a line per row and its steps below it; fmt pads by
+// runes, so the arrows in the names line up.
 func printTable(w io.Writer, results []result) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tFIRST ANSWER\tOFFER\tCHOICE\tFINAL\tTLS\tSTATUS\tSEEN\tTIME\tRESULT")
+	io.WriteString(w, tableLegend)
+	nameWidth := len("SCENARIO")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
-			r.name, dash(r.steps.first), dash(r.steps.offer), dash(r.steps.choice),
-			dash(r.got.proto), tlsColumn(r), statusColumn(r), r.got.seen, r.elapsed.Round(100*time.Microsecond), verdict(r))
+		nameWidth = max(nameWidth, utf8.RuneCountInString(r.name))
 	}
-	tw.Flush()
+	fmt.Fprintf(w, "%-4s  %-*s  %-20s  %4s  %s\n", "", nameWidth, "SCENARIO", "ANSWER", "SEEN", "TIME")
+	for _, r := range results {
+		fmt.Fprintf(w, "%-4s  %-*s  %-20s  %4d  %s\n",
+			verdict(r), nameWidth, r.name, answerColumn(r), r.got.seen, r.elapsed.Round(100*time.Microsecond))
+		for _, line := range r.steps.lines(tableWidth - len(stepsIndent)) {
+			fmt.Fprintf(w, "%s%s\n", stepsIndent, line)
+		}
+	}
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func tlsColumn(r result) string {
-	if r.err != nil || r.got.tls == 0 {
-		return "-"
-	}
-	return tls.VersionName(r.got.tls)
-}
-
-func statusColumn(r result) string {
+// answerColumn is the final status, HTTP version and TLS version.
+func answerColumn(r result) string {
 	if r.err != nil {
 		return "error"
 	}
-	return fmt.Sprint(r.got.status)
+	return fmt.Sprintf("%d %s %s", r.got.status, r.got.proto, tlsName(r.got.tls))
 }
 
 func verdict(r result) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"slices"
@@ -16,17 +17,18 @@ import (
 )
 
 // verbose prints, in the manner of curl -v, what happens to one request:
-// each connection and request sent, the 426 and its offers, the decision
-// and each replay. upgrade.Trace tells the upgrade steps; httptrace tells
-// what went on the wire, for the first attempt and for replays alike.
+// each connection and request sent, the 426 and its offers, the decision,
+// each replay and what the origin memory did. upgrade.Trace tells the
+// upgrade steps; httptrace tells what went on the wire, for the first
+// attempt and for replays alike.
 type verbose struct {
-	method string
-	target string // the request URI, the same for every attempt
-
 	mu     sync.Mutex // guards the fields below: httptrace hooks run on transport goroutines
 	w      io.Writer  // io.Discard once stopped
-	http2  bool       // the request being written has pseudo-header fields
-	fields []string   // its header lines written so far
+	method string     // of the request being sent; -L changes them
+	target string     // its request URI
+	quic   bool       // the connection the request goes on is QUIC
+	sent   bool       // its request line is printed
+	seeded string     // the origin --http3 sent straight to HTTP/3, if any
 }
 
 func newVerbose(w io.Writer, req *http.Request) *verbose {
@@ -38,7 +40,6 @@ func (v *verbose) context(ctx context.Context) context.Context {
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotConn:          v.gotConn,
 		WroteHeaderField: v.wroteHeaderField,
-		WroteHeaders:     v.wroteHeaders,
 	})
 	return upgrade.WithTrace(ctx, &upgrade.Trace{
 		Got426:              v.got426,
@@ -47,6 +48,9 @@ func (v *verbose) context(ctx context.Context) context.Context {
 		Decided:             v.decided,
 		ReplayStart:         v.replayStart,
 		ReplayDone:          v.replayDone,
+		Learned:             v.learned,
+		Remembered:          v.remembered,
+		Forgot:              v.forgot,
 		InbandWroteRequest:  v.wroteUpgradeRequest,
 		InbandGotResponse:   v.gotUpgradeResponse,
 		InbandHandshakeDone: v.inbandHandshakeDone,
@@ -54,9 +58,8 @@ func (v *verbose) context(ctx context.Context) context.Context {
 	})
 }
 
-// stop silences the hooks. An HTTP/2 writer goroutine may report its
-// headers after the response is back; it must not write once the command
-// has returned.
+// stop silences the hooks: a transport goroutine must not write once the
+// command has returned.
 func (v *verbose) stop() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -69,16 +72,33 @@ func (v *verbose) printf(format string, args ...any) {
 	fmt.Fprintf(v.w, format+"\n", args...)
 }
 
+// gotConn starts an attempt: every request, replays included, gets a
+// connection before its header is written.
 func (v *verbose) gotConn(info httptrace.GotConnInfo) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.quic, v.sent = isQUIC(info.Conn), false
 	how := "connected to"
 	if info.Reused {
 		how = "reusing connection to"
 	}
-	v.printf("* %s %s (%s)", how, info.Conn.RemoteAddr(), connSecurity(info.Conn))
+	fmt.Fprintf(v.w, "* %s %s (%s)\n", how, info.Conn.RemoteAddr(), v.security(info.Conn))
 }
 
-// connSecurity names the TLS version and ALPN protocol of conn, if any.
-func connSecurity(conn any) string {
+// isQUIC reports whether conn is HTTP/3's: quic-go stands a net.Conn over
+// a UDP address in for its QUIC connection.
+func isQUIC(conn net.Conn) bool {
+	addr := conn.RemoteAddr()
+	return addr != nil && addr.Network() == "udp"
+}
+
+// security names the TLS version and ALPN protocol of conn, if any.
+func (v *verbose) security(conn net.Conn) string {
+	if v.quic {
+		// quic-go's stand-in hides the TLS state, but QUIC is always
+		// TLS 1.3 (RFC 9001 §4.2) and the transport offers only h3.
+		return "QUIC, TLS 1.3, ALPN h3"
+	}
 	c, ok := conn.(interface{ ConnectionState() tls.ConnectionState })
 	if !ok {
 		return "cleartext"
@@ -94,37 +114,44 @@ func stateName(state tls.ConnectionState) string {
 	return tls.VersionName(state.Version) + ", ALPN " + state.NegotiatedProtocol
 }
 
-// wroteHeaderField collects the header as sent. HTTP/2 sends pseudo-header
-// fields (":method", RFC 9113 §8.3) and HTTP/1.1 never does, which tells
-// the two apart even in cleartext (h2c).
+// wroteHeaderField prints the header line by line as it is encoded, before
+// it goes on the wire, so it comes before anything the server answers: a
+// writer goroutine's WroteHeaders may come after the response. HTTP/2 and
+// HTTP/3 send pseudo-header fields first (":method", RFC 9113 §8.3) and
+// HTTP/1.1 never does, which tells them apart even in cleartext (h2c).
 func (v *verbose) wroteHeaderField(name string, values []string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if !v.sent {
+		proto := "HTTP/1.1"
+		switch {
+		case v.quic:
+			proto = "HTTP/3"
+		case strings.HasPrefix(name, ":"):
+			proto = "HTTP/2"
+		}
+		fmt.Fprintf(v.w, "> %s %s %s\n", v.method, v.target, proto)
+		v.sent = true
+	}
 	if strings.HasPrefix(name, ":") {
-		v.http2 = true
 		return
 	}
 	for _, value := range values {
-		v.fields = append(v.fields, name+": "+value)
+		fmt.Fprintf(v.w, "> %s: %s\n", name, value)
 	}
 }
 
-func (v *verbose) wroteHeaders() {
+// redirect is called by -L before the request to the next location.
+func (v *verbose) redirect(req *http.Request) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	proto := "HTTP/1.1"
-	if v.http2 {
-		proto = "HTTP/2.0"
-	}
-	fmt.Fprintf(v.w, "> %s %s %s\n", v.method, v.target, proto)
-	for _, line := range v.fields {
-		fmt.Fprintf(v.w, "> %s\n", line)
-	}
-	v.http2, v.fields = false, nil
+	v.method, v.target = req.Method, req.URL.RequestURI()
+	fmt.Fprintf(v.w, "* following the redirect to %s\n", req.URL)
 }
 
 func (v *verbose) got426(info upgrade.Got426Info) {
 	v.printf("< %s 426 Upgrade Required (%s)", info.Proto, tlsName(info.TLS))
+	v.printHeader(info.Header)
 	if info.Err != nil {
 		v.printf("* bad Upgrade header: %v", info.Err)
 		return
@@ -171,6 +198,28 @@ func (v *verbose) replayDone(info upgrade.ReplayDoneInfo) {
 	}
 }
 
+// What the origin memory did.
+
+func (v *verbose) remembered(info upgrade.MemoryInfo) {
+	if info.Origin == v.seeded {
+		v.printf("* --http3: going straight to %s", info.Protocol)
+		return
+	}
+	v.printf("* remembered: %s demanded %s; going straight to it", info.Origin, info.Protocol)
+}
+
+func (v *verbose) learned(info upgrade.MemoryInfo) {
+	v.printf("* remembering %s for %s", info.Protocol, info.Origin)
+}
+
+func (v *verbose) forgot(info upgrade.MemoryInfo) {
+	if info.Err != nil {
+		v.printf("* forgetting %s for %s: %v", info.Protocol, info.Origin, info.Err)
+		return
+	}
+	v.printf("* forgetting %s for %s: it met a 426", info.Protocol, info.Origin)
+}
+
 // The steps of an in-band switch to TLS (RFC 2817) on a new connection.
 
 func (v *verbose) wroteUpgradeRequest(addr, host, upgrade string) {
@@ -180,6 +229,11 @@ func (v *verbose) wroteUpgradeRequest(addr, host, upgrade string) {
 
 func (v *verbose) gotUpgradeResponse(status int, header http.Header) {
 	v.printf("< HTTP/1.1 %d %s (no TLS)", status, http.StatusText(status))
+	v.printHeader(header)
+}
+
+// printHeader prints a response header in sorted order, as -i does.
+func (v *verbose) printHeader(header http.Header) {
 	for _, name := range slices.Sorted(maps.Keys(header)) {
 		for _, value := range header[name] {
 			v.printf("< %s: %s", name, value)
