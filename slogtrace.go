@@ -10,8 +10,8 @@ import (
 //
 //	ctx = upgrade.WithTrace(ctx, upgrade.SlogTrace(slog.Default()))
 //
-// A 426 or a refused handshake, the decision, each replay and what the
-// origin memory learned or forgot are logged at Info; a request sent
+// A 426 or a refused handshake, the decision, each replay, an Alt-Svc and
+// what the origin memory learned or forgot are logged at Info; a request sent
 // straight over a remembered protocol, the common case, at Debug. Records
 // carry the protocols and origins as attributes; messages start with
 // "upgrade:". WithTrace composes it with any other trace on the context.
@@ -51,6 +51,18 @@ func SlogTrace(logger *slog.Logger) *Trace {
 				attrs = append(attrs, slog.Int("status", i.StatusCode), slog.String("proto", i.Proto))
 			}
 			info("upgrade: replay done", attrs...)
+		},
+		AltSvc: func(i AltSvcInfo) {
+			attrs := []slog.Attr{slog.String("origin", i.Origin), slog.String("protocol", i.Protocol.String())}
+			switch {
+			case i.Cleared:
+				attrs = append(attrs, slog.Bool("cleared", true))
+			case i.Alternative != "":
+				attrs = append(attrs, slog.String("alternative", i.Alternative), slog.Duration("max_age", i.MaxAge))
+			default:
+				attrs = append(attrs, slog.Duration("max_age", i.MaxAge))
+			}
+			info("upgrade: Alt-Svc", attrs...)
 		},
 		Learned: func(i MemoryInfo) {
 			info("upgrade: learned", slog.String("origin", i.Origin), slog.String("protocol", i.Protocol.String()))

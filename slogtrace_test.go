@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/h426/upgrade/internal/testserver"
 )
 
 // SlogTrace logs a first contact, then a remembered request at Debug only.
@@ -37,6 +39,22 @@ func TestSlogTrace(t *testing.T) {
 			}
 		}
 	})
+}
+
+// An Alt-Svc learned is logged, with where and for how long.
+func TestSlogTraceAltSvc(t *testing.T) {
+	s := altSvcServer(t, testserver.Config{HTTP3: true}, func(port string) string { return `h3=":` + port + `"; ma=60` })
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), SlogTrace(logger)), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if want := `msg="upgrade: Alt-Svc" origin=` + s.URL + ` protocol=h3 max_age=1m0s`; !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, logs.String())
+	}
 }
 
 func quoteIfNeeded(s string) string {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/h426/upgrade"
 	"github.com/h426/upgrade/compose/upgradeotel"
+	"github.com/h426/upgrade/upgradetest"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -118,4 +119,41 @@ func eventNames(span sdktrace.ReadOnlySpan) []string {
 		names = append(names, ev.Name)
 	}
 	return names
+}
+
+// An Alt-Svc learned on one request is an event of its span; the next
+// request goes over HTTP/3 and says it was remembered.
+func TestOtelhttpAltSvcEvent(t *testing.T) {
+	srv := upgradetest.NewAltSvcServer(nil)
+	t.Cleanup(srv.Close)
+	recorder := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	up := &upgrade.Transport{Base: srv.Client().Transport}
+	t.Cleanup(func() { up.Close() })
+	client := &http.Client{Transport: otelhttp.NewTransport(upgradeotel.NewTransport(up), otelhttp.WithTracerProvider(tp))}
+
+	var protos []string
+	for range 2 {
+		resp, err := client.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		protos = append(protos, resp.Proto)
+	}
+	spans := recorder.Ended()
+	if len(spans) != 2 || !slices.Equal(protos, []string{"HTTP/1.1", "HTTP/3.0"}) {
+		t.Fatalf("%d spans, requests over %v; want 2, HTTP/1.1 then HTTP/3.0", len(spans), protos)
+	}
+	if got := eventNames(spans[0]); !slices.Equal(got, []string{"upgrade.alt_svc"}) {
+		t.Fatalf("first span's events %v, want the Alt-Svc", got)
+	}
+	if attrs := eventAttributes(spans[0].Events()[0]); attrs["upgrade.protocol"] != attribute.StringValue("h3") ||
+		attrs["upgrade.max_age_seconds"] != attribute.Int64Value(2592000) {
+		t.Errorf("upgrade.alt_svc event: %v", spans[0].Events()[0].Attributes)
+	}
+	if got := eventNames(spans[1]); !slices.Equal(got, []string{"upgrade.remembered"}) {
+		t.Errorf("second span's events %v, want the remembered route", got)
+	}
 }

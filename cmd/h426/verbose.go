@@ -164,7 +164,11 @@ func (v *verbose) altSvc(info upgrade.AltSvcInfo) {
 		v.printf("* Alt-Svc: clear; %s forgets %s", info.Origin, info.Protocol)
 		return
 	}
-	v.printf("* Alt-Svc: %s for %s, remembered for %v", info.Protocol, info.Origin, info.MaxAge)
+	at := ""
+	if info.Alternative != "" {
+		at = " at " + info.Alternative
+	}
+	v.printf("* Alt-Svc: %s%s for %s, remembered for %v", info.Protocol, at, info.Origin, info.MaxAge)
 }
 
 func (v *verbose) handshakeRefused(info upgrade.HandshakeRefusedInfo) {

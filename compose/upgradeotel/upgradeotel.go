@@ -1,7 +1,8 @@
 // Package upgradeotel records what an upgrade.Transport did as events of
 // the OpenTelemetry span in the request's context: the 426 or refused
 // handshake and what it offered, the decision, each replay and its
-// outcome, and what the origin memory learned, used or forgot. Put it
+// outcome, an Alt-Svc advertisement, and what the origin memory learned,
+// used or forgot. Put it
 // between otelhttp (outside, which starts the span) and the
 // upgrade.Transport:
 //
@@ -93,6 +94,14 @@ func Trace(span trace.Span) *upgrade.Trace {
 				attrs = append(withErr(attrs, info.Err), attribute.Bool("upgrade.fallback", info.Fallback))
 			}
 			event("upgrade.replay_done", attrs...)
+		},
+		AltSvc: func(info upgrade.AltSvcInfo) {
+			event("upgrade.alt_svc",
+				attribute.String("upgrade.origin", info.Origin),
+				attribute.String("upgrade.protocol", info.Protocol.String()),
+				attribute.String("upgrade.alternative", info.Alternative),
+				attribute.Int64("upgrade.max_age_seconds", int64(info.MaxAge.Seconds())),
+				attribute.Bool("upgrade.cleared", info.Cleared))
 		},
 		Learned:    memory("upgrade.learned"),
 		Remembered: memory("upgrade.remembered"),
