@@ -142,10 +142,15 @@ func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC f
 			return q.conn, q.err
 		}
 		stopQUIC()
-		if q := <-quicDone; q.err == nil {
+		q := <-quicDone
+		switch {
+		case q.err == nil:
 			// QUIC was done at the same moment: the preferred one goes.
 			pre.conn.Close()
 			return q.conn, nil
+		case ctx.Err() != nil:
+			pre.conn.Close() // no fallback will come for it
+			return nil, q.err
 		}
 		tcp.ahead.put(addr, pre.conn)
 		return nil, &tcpUp{errQUICSlow}
