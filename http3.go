@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -45,6 +44,7 @@ type http3Transport struct {
 	headerTimeout time.Duration // Base's ResponseHeaderTimeout; zero means none
 	fallbackDelay time.Duration // Transport.HTTP3FallbackDelay; zero means none
 	singleUse     bool          // Base's DisableKeepAlives: one connection per request
+	racers        racers        // finds what races a slow QUIC handshake (race.go); nil: nothing
 
 	// gate keeps requests from starting while connections are being
 	// closed: RoundTrip holds it for reading while it counts a request,
@@ -61,6 +61,7 @@ type http3Transport struct {
 	keyless bool               // quic-go pooled a request under another key than poolKey: close by host no more
 
 	dialed atomic.Int32 // connections dialed, for tests
+	tried  atomic.Int32 // dials begun, for tests
 }
 
 // h3Host is what the transport knows of one pool key: the requests and
@@ -96,6 +97,7 @@ func (t *Transport) newHTTP3() *http3Transport {
 		idleTimeout:   template.IdleConnTimeout,
 		headerTimeout: template.ResponseHeaderTimeout,
 		fallbackDelay: t.http3FallbackDelay(),
+		racers:        t,
 		singleUse:     template.DisableKeepAlives,
 		hosts:         make(map[string]*h3Host),
 	}
@@ -420,6 +422,7 @@ func (h *http3Transport) dial(ctx context.Context, addr string, tlsCfg *tls.Conf
 // dialConn dials addr on the socket and keeps count of the connection
 // until it closes. Its errors carry the connectError mark.
 func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*h3Conn, error) {
+	h.tried.Add(1)
 	sock, err := h.socket()
 	if err != nil {
 		return nil, &connectError{err}
@@ -433,8 +436,11 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 	udpAddr, err := resolveUDP(ctx, to)
 	if err == nil {
 		// Dial, not DialEarly: the handshake must be over before a request
-		// leaves, so that its failure is known to come first.
-		conn, err = dialWithin(ctx, h.fallbackDelay, sock, udpAddr, tlsCfg, cfg)
+		// leaves, so that its failure is known to come first, and a TCP
+		// connection can win the race before anything was sent.
+		conn, err = h.dialRacing(ctx, addr, func(ctx context.Context) (*quic.Conn, error) {
+			return sock.Dial(ctx, udpAddr, tlsCfg, cfg)
+		})
 	}
 	h.mu.Lock()
 	h.dials--
@@ -650,36 +656,4 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-// quicOnlyKey marks the context of an HTTP/3 attempt that no TCP protocol
-// stands behind (a 426 that offers HTTP/3 alone): its handshake has the
-// whole HTTP3HandshakeTimeout. Any other (a later TCP offer, or Base behind
-// a remembered route) has HTTP3FallbackDelay, so that a network that drops
-// UDP costs that delay, not the bound. Marking the rare case keeps the
-// remembered path free of a context per request.
-type quicOnlyKey struct{}
-
-func quicOnly(ctx context.Context) context.Context {
-	return context.WithValue(ctx, quicOnlyKey{}, true)
-}
-
-// errQUICSlow: the QUIC handshake was not done within the delay a TCP
-// protocol waited; the request goes over TCP, and HTTP/3 is marked broken
-// for the address.
-var errQUICSlow = errors.New("upgrade: QUIC handshake not done in time; TCP goes instead")
-
-// dialWithin dials, bounding the handshake by delay unless ctx is
-// quicOnly, as well as by the QUIC config's own bound.
-func dialWithin(ctx context.Context, delay time.Duration, sock *quic.Transport, addr net.Addr, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
-	if delay <= 0 || ctx.Value(quicOnlyKey{}) != nil {
-		return sock.Dial(ctx, addr, tlsCfg, cfg)
-	}
-	ctx, cancel := context.WithTimeoutCause(ctx, delay, errQUICSlow)
-	defer cancel()
-	conn, err := sock.Dial(ctx, addr, tlsCfg, cfg)
-	if err != nil && errors.Is(context.Cause(ctx), errQUICSlow) {
-		err = fmt.Errorf("%w (%v): %w", errQUICSlow, delay, err)
-	}
-	return conn, err
 }

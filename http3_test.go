@@ -689,8 +689,9 @@ func TestHTTP3PoolKey(t *testing.T) {
 }
 
 // When a TCP protocol stands behind HTTP/3, a QUIC handshake not done
-// within HTTP3FallbackDelay gives way to it: a network that drops UDP costs
-// the delay, not the setup bound. HTTP/3 offered alone keeps the bound.
+// within HTTP3FallbackDelay races it, and with UDP dropped TCP wins: a
+// network that drops UDP costs the delay, not the setup bound
+// (race_test.go has the race itself). HTTP/3 offered alone keeps the bound.
 func TestHTTP3FallbackDelay(t *testing.T) {
 	t.Run("another offer behind", func(t *testing.T) {
 		s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}})

@@ -168,6 +168,12 @@ func sameFunc(a, b dialFunc) bool {
 type tcpTransport struct {
 	http.RoundTripper // *http.Transport, or *inbandTransport
 	open              *openConns
+
+	// dialTLS is the transport's own TLS dial, for a connection that
+	// races QUIC (race.go); nil for in-band TLS. ahead keeps the ones that
+	// won, for the transport's next dial to take.
+	dialTLS dialFunc
+	ahead   handOff
 }
 
 // drainFor bounds how long a closed transport keeps looking: a response
@@ -175,10 +181,14 @@ type tcpTransport struct {
 // net/http, and needs no timer forever.
 const drainFor = 10 * time.Minute
 
-func (t *tcpTransport) CloseIdleConnections() { closeIdle(t.RoundTripper) }
+func (t *tcpTransport) CloseIdleConnections() {
+	t.ahead.closeWaiting()
+	closeIdle(t.RoundTripper)
+}
 
 // Close closes the idle connections now and the busy ones once idle.
 func (t *tcpTransport) Close() error {
+	t.ahead.close()
 	t.CloseIdleConnections()
 	t.drain(time.Now().Add(drainFor), 10*time.Millisecond)
 	return nil

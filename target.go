@@ -128,15 +128,18 @@ func buildTCP(t *Transport, tgt target) http.RoundTripper {
 		proxies = &proxyAddrs{tls: template.Clone().TLSClientConfig} // Clone: net/http's setup writes it first
 		tr.Proxy = proxies.recording(template.Proxy)
 	}
+	tcp := &tcpTransport{RoundTripper: tr, open: open}
 	if baseTLS := baseTLSDialer(template); baseTLS != nil {
 		// Base's own TLS dialer is its route (a tunnel, a pinned address,
 		// pinned certificates): take it, and check that what it made
 		// meets the demand.
-		tr.DialTLSContext = checkedTLS(baseTLS, cfg.MinVersion, wantALPN)
-		return &tcpTransport{RoundTripper: tr, open: open}
+		tcp.dialTLS = checkedTLS(baseTLS, cfg.MinVersion, wantALPN)
+	} else {
+		tcp.dialTLS = dialTLS(dial, cfg.Clone(), template.TLSHandshakeTimeout, wantALPN, proxies)
 	}
-	tr.DialTLSContext = dialTLS(dial, cfg.Clone(), template.TLSHandshakeTimeout, wantALPN, proxies)
-	return &tcpTransport{RoundTripper: tr, open: open}
+	// A connection that won a race against QUIC is taken first (race.go).
+	tr.DialTLSContext = tcp.ahead.taking(tcp.dialTLS)
+	return tcp
 }
 
 func buildHTTP3(t *Transport, _ target) http.RoundTripper { return t.newHTTP3() }

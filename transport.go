@@ -100,13 +100,17 @@ type Transport struct {
 	// requests that open a new connection go over HTTP/3.
 	IgnoreAltSvc bool
 
-	// HTTP3FallbackDelay is how long a QUIC handshake may take when a TCP
-	// protocol stands behind HTTP/3 (a later offer of the 426, or Base for
-	// a remembered route), before the TCP one goes instead and HTTP/3 is
-	// marked broken for the address: a network that drops UDP costs this,
-	// not HTTP3HandshakeTimeout. Zero means 300 ms (Chromium and curl wait
-	// a few hundred milliseconds before their TCP contender); negative
-	// means HTTP3HandshakeTimeout alone.
+	// HTTP3FallbackDelay is how long a new QUIC connection's handshake goes
+	// alone when a TCP protocol stands behind HTTP/3 (a later offer of the
+	// 426, or Base for a remembered route). Then that protocol's TCP
+	// connection is dialed beside it, and the first connection up carries
+	// the request, which is sent once, over it alone; if TCP was first,
+	// HTTP/3 is marked broken for the address. So a network that drops UDP
+	// costs about this, not HTTP3HandshakeTimeout, and a handshake a little
+	// slower than this still wins when TCP is slower yet. Zero means 300 ms
+	// (Chromium and curl start their TCP contender after a few hundred
+	// milliseconds); negative means no race: QUIC has
+	// HTTP3HandshakeTimeout, and TCP goes only after it failed.
 	HTTP3FallbackDelay time.Duration
 
 	// MemoryTTL is how long the protocol an origin demanded is remembered,
@@ -233,7 +237,8 @@ var (
 
 // send sends the request over the protocol remembered for its origin, or
 // through Base. A remembered protocol that fails before a connection is
-// forgotten and the request goes through Base, if its body allows.
+// forgotten and the request goes through Base, if its body allows; or,
+// when HTTP/3 lost the race to a TCP connection, over that connection.
 func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	via, ok := t.recall(r)
 	if !ok {
@@ -276,6 +281,11 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	again, ok := r.bodies.again()
 	if !ok {
 		return nil, err
+	}
+	if tcpIsUp(err) {
+		// HTTP/3 lost its race: the TCP connection that won waits in
+		// asBase's transport, which Base's own dialer would not take.
+		return t.sendOver(again, candidate{target: asBase})
 	}
 	return t.base().RoundTrip(again)
 }
@@ -441,9 +451,13 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 			r.trace.ReplayStart(c.offer)
 		}
 		ctx := marked
-		if c.target.kind == targetHTTP3 && !slices.ContainsFunc(candidates[i+1:], func(next candidate) bool { return !next.target.ownSocket() }) {
-			ctx = quicOnly(ctx) // no TCP protocol behind it: the whole setup bound
-			c.quicOnly = true   // and so when it is remembered
+		if c.target.kind == targetHTTP3 {
+			if next := slices.IndexFunc(candidates[i+1:], func(next candidate) bool { return !next.target.ownSocket() }); next >= 0 {
+				ctx = raceWith(ctx, candidates[i+1+next].target) // a slow QUIC handshake races it (race.go)
+			} else {
+				ctx = quicOnly(ctx) // no TCP protocol behind it: the whole setup bound
+				c.quicOnly = true   // and so when it is remembered
+			}
 		}
 		out := r.req.Clone(ctx)
 		out.Body = body

@@ -80,7 +80,8 @@ func scenarios() []scenario {
 		server: testserver.Config{TLS: true, HTTP2Only: true},
 		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 1},
 	}, {
-		// UDP is dropped: HTTP/3 costs the fallback delay, then HTTP/2 answers.
+		// UDP is dropped: QUIC has the fallback delay alone, then TCP races
+		// it and is first; HTTP/2 answers.
 		name:   "HTTP/3 unreachable → HTTP/2",
 		server: testserver.Config{TLS: true, DropUDP: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/3, HTTP/2"}},
 		want:   outcome{status: http.StatusOK, proto: "HTTP/2.0", seen: 2},
