@@ -11,7 +11,7 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
-// The race of QUIC against TCP (issue #13), as Chromium and curl run it:
+// The race of QUIC against TCP, as Chromium and curl run it:
 // when a TCP protocol stands behind HTTP/3, a new QUIC connection has
 // HTTP3FallbackDelay to itself; then the TCP connection that protocol
 // would use is dialed beside it, and the first connection up carries the
