@@ -101,6 +101,7 @@ func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC f
 	if h.fallbackDelay <= 0 || h.racers == nil || ctx.Value(quicOnlyKey{}) != nil {
 		return dialQUIC(ctx)
 	}
+	start := time.Now()
 	quicCtx, stopQUIC := context.WithCancel(ctx)
 	defer stopQUIC()
 	quicDone := make(chan quicResult, 1)
@@ -121,25 +122,26 @@ func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC f
 		return q.conn, q.err
 	}
 	pre := startPredial(ctx, tcp.dialTLS, addr)
+	raced := h.raceReport(ctx, addr, start)
 	select {
 	case q := <-quicDone:
 		if q.err == nil || ctx.Err() != nil {
 			pre.abandon()
-			return q.conn, q.err
+			return raced(q.conn, q.err, false)
 		}
 		// QUIC failed before TCP was up: TCP, under way, proceeds.
 		conn, err := pre.wait(ctx)
 		if err != nil {
-			return nil, q.err
+			return raced(nil, q.err, false)
 		}
 		tcp.ahead.put(addr, conn)
-		return nil, &tcpUp{q.err}
+		return raced(nil, &tcpUp{q.err}, true)
 	case <-pre.done:
 		if pre.err != nil {
 			// The TCP contender would fail the same way: QUIC keeps its
 			// whole bound.
 			q := <-quicDone
-			return q.conn, q.err
+			return raced(q.conn, q.err, false)
 		}
 		stopQUIC()
 		q := <-quicDone
@@ -147,13 +149,32 @@ func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC f
 		case q.err == nil:
 			// QUIC was done at the same moment: the preferred one goes.
 			pre.conn.Close()
-			return q.conn, nil
+			return raced(q.conn, nil, false)
 		case ctx.Err() != nil:
 			pre.conn.Close() // no fallback will come for it
-			return nil, q.err
+			return raced(nil, q.err, false)
 		}
 		tcp.ahead.put(addr, pre.conn)
-		return nil, &tcpUp{errQUICSlow}
+		return raced(nil, &tcpUp{errQUICSlow}, true)
+	}
+}
+
+// raceReport returns what dialRacing returns through once a TCP contender
+// started: it tells the request's trace who won.
+func (h *http3Transport) raceReport(ctx context.Context, addr string, start time.Time) func(*quic.Conn, error, bool) (*quic.Conn, error) {
+	trace := traceFrom(ctx)
+	return func(conn *quic.Conn, err error, tcpWon bool) (*quic.Conn, error) {
+		if trace.Raced != nil {
+			info := RaceInfo{Addr: addr, Delay: h.fallbackDelay, Took: time.Since(start), Err: err}
+			switch {
+			case tcpWon:
+				info.Winner = "TCP"
+			case err == nil:
+				info.Winner = "QUIC"
+			}
+			trace.Raced(info)
+		}
+		return conn, err
 	}
 }
 

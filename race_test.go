@@ -103,13 +103,18 @@ func TestRaceQUICFirst(t *testing.T) {
 			tr := raceTransport(t, base, d, tt.delay)
 			remember(t, tr, s.URL, "HTTP/3")
 			payload := bytes.Repeat([]byte("race"), 10_000)
-			req := newRequest(t, testContext(t), "PUT", s.URL, bytes.NewReader(payload))
+			var races []RaceInfo
+			trace := &Trace{Raced: func(i RaceInfo) { races = append(races, i) }}
+			req := newRequest(t, WithTrace(testContext(t), trace), "PUT", s.URL, bytes.NewReader(payload))
 			resp, err := tr.RoundTrip(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if readAll(t, resp); resp.StatusCode != 200 || resp.Proto != "HTTP/3.0" {
 				t.Fatalf("got %d over %s, want 200 over HTTP/3.0", resp.StatusCode, resp.Proto)
+			}
+			if raced := tt.wantBegun > 0; raced != (len(races) == 1) || (raced && (races[0].Winner != "QUIC" || races[0].Took < tt.delay)) {
+				t.Errorf("Raced told %+v; want a race won by QUIC: %v", races, raced)
 			}
 			if seen := answered(s); len(seen) != 1 || seen[0].Proto != "HTTP/3.0" || seen[0].BodySHA256 != sha256.Sum256(payload) {
 				t.Errorf("server served %+v, want the request once, over HTTP/3, with its body", seen)
@@ -182,7 +187,9 @@ func TestRaceTCPFirst(t *testing.T) {
 			tr := raceTransport(t, tt.base(t, s), d, tt.delay)
 			tr.HTTP3HandshakeTimeout = time.Hour // only the race ends a dropped handshake
 			var attempt error
+			var races []RaceInfo
 			trace := &Trace{
+				Raced: func(i RaceInfo) { races = append(races, i) },
 				ReplayDone: func(i ReplayDoneInfo) {
 					if attempt == nil {
 						attempt = i.Err
@@ -218,6 +225,9 @@ func TestRaceTCPFirst(t *testing.T) {
 			}
 			if !tt.wantErr(attempt) {
 				t.Errorf("HTTP/3 failed with %v", attempt)
+			}
+			if len(races) != 1 || races[0].Winner != "TCP" || !tt.wantErr(races[0].Err) || races[0].Addr != mustParse(s.URL).Host {
+				t.Errorf("Raced told %+v, want one race to %s won by TCP", races, mustParse(s.URL).Host)
 			}
 			if tt.delay == 0 && (took < tr.http3FallbackDelay() || took > promptly) {
 				t.Errorf("took %v, want the delay (%v) and little more", took, tr.http3FallbackDelay())

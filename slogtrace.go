@@ -10,8 +10,9 @@ import (
 //
 //	ctx = upgrade.WithTrace(ctx, upgrade.SlogTrace(slog.Default()))
 //
-// A 426 or a refused handshake, the decision, each replay, an Alt-Svc and
-// what the origin memory learned or forgot are logged at Info; a request sent
+// A 426 or a refused handshake, the decision, each replay, an Alt-Svc, a
+// race of QUIC against TCP and what the origin memory learned or forgot
+// are logged at Info; a request sent
 // straight over a remembered protocol, the common case, at Debug. Records
 // carry the protocols and origins as attributes; messages start with
 // "upgrade:". WithTrace composes it with any other trace on the context.
@@ -63,6 +64,13 @@ func SlogTrace(logger *slog.Logger) *Trace {
 				attrs = append(attrs, slog.Duration("max_age", i.MaxAge))
 			}
 			info("upgrade: Alt-Svc", attrs...)
+		},
+		Raced: func(i RaceInfo) {
+			attrs := []slog.Attr{slog.String("addr", i.Addr), slog.String("winner", i.Winner), slog.Duration("took", i.Took)}
+			if i.Err != nil {
+				attrs = append(attrs, slog.Any("err", i.Err))
+			}
+			info("upgrade: QUIC raced TCP", attrs...)
 		},
 		Learned: func(i MemoryInfo) {
 			info("upgrade: learned", slog.String("origin", i.Origin), slog.String("protocol", i.Protocol.String()))

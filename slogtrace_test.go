@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/h426/upgrade/internal/testserver"
 )
@@ -53,6 +54,24 @@ func TestSlogTraceAltSvc(t *testing.T) {
 	}
 	readAll(t, resp)
 	if want := `msg="upgrade: Alt-Svc" origin=` + s.URL + ` protocol=h3 max_age=1m0s`; !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, logs.String())
+	}
+}
+
+// A race of QUIC against TCP is logged with its winner.
+func TestSlogTraceRace(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, DropUDP: true})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	tr.HTTP3FallbackDelay = 50 * time.Millisecond
+	remember(t, tr, s.URL, "HTTP/3")
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), SlogTrace(logger)), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if want := `msg="upgrade: QUIC raced TCP" addr=` + mustParse(s.URL).Host + ` winner=TCP`; !strings.Contains(logs.String(), want) {
 		t.Errorf("log lacks %q:\n%s", want, logs.String())
 	}
 }

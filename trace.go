@@ -32,6 +32,10 @@ type Trace struct {
 	// AltSvc is called when an Alt-Svc header taught the origin HTTP/3, or
 	// its "clear" made it forget.
 	AltSvc func(AltSvcInfo)
+	// Raced is called when a new QUIC connection's handshake was not done
+	// within HTTP3FallbackDelay, so a TCP connection was dialed beside it,
+	// once the race is decided. It runs on the goroutine that dials.
+	Raced func(RaceInfo)
 
 	// Learned is called when a replay's success is remembered for the origin.
 	Learned func(MemoryInfo)
@@ -65,6 +69,15 @@ type MemoryInfo struct {
 	Origin   string // scheme://host:port
 	Protocol Protocol
 	Err      error
+}
+
+// RaceInfo describes a race of a QUIC handshake against a TCP connection.
+type RaceInfo struct {
+	Addr   string        // the origin's host:port
+	Delay  time.Duration // how long QUIC went alone
+	Took   time.Duration // from the QUIC dial's start to the decision
+	Winner string        // "QUIC" or "TCP"; empty when neither carries the request
+	Err    error         // QUIC's failure, when it did not win
 }
 
 // AltSvcInfo describes what an Alt-Svc header taught.

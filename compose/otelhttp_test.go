@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/h426/upgrade"
 	"github.com/h426/upgrade/compose/upgradeotel"
+	"github.com/h426/upgrade/internal/testserver"
 	"github.com/h426/upgrade/upgradetest"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -156,4 +158,37 @@ func TestOtelhttpAltSvcEvent(t *testing.T) {
 	if got := eventNames(spans[1]); !slices.Equal(got, []string{"upgrade.remembered"}) {
 		t.Errorf("second span's events %v, want the remembered route", got)
 	}
+}
+
+// Where nothing answers QUIC, the race that TCP wins is an event of the
+// span, with the QUIC error.
+func TestOtelhttpRaceEvent(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, DropUDP: true, Upgrade: []string{"HTTP/3, HTTP/2"}, Require: testserver.RequireHTTP2})
+	recorder := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	up := &upgrade.Transport{Base: legacyBase(s), HTTP3FallbackDelay: 50 * time.Millisecond}
+	t.Cleanup(func() { up.Close() })
+	client := &http.Client{Transport: otelhttp.NewTransport(upgradeotel.NewTransport(up), otelhttp.WithTracerProvider(tp))}
+
+	resp, err := client.Get(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readAll(t, resp); resp.Proto != "HTTP/2.0" {
+		t.Fatalf("response over %s, want HTTP/2.0", resp.Proto)
+	}
+	spans := recorder.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(spans))
+	}
+	for _, ev := range spans[0].Events() {
+		if ev.Name == "upgrade.race" {
+			if attrs := eventAttributes(ev); attrs["upgrade.winner"] != attribute.StringValue("TCP") || attrs["upgrade.error"].AsString() == "" {
+				t.Errorf("upgrade.race event: %v", ev.Attributes)
+			}
+			return
+		}
+	}
+	t.Errorf("events %v lack upgrade.race", eventNames(spans[0]))
 }

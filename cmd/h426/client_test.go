@@ -258,8 +258,9 @@ func TestClient(t *testing.T) {
 	}, {
 		name:       "--http3 falls back to TCP when QUIC gets no answer",
 		server:     testserver.Config{TLS: true, DropUDP: true},
-		args:       []string{"--http3", "--cacert", "CA", "-w", "%{http_version}", "URL"},
+		args:       []string{"--http3", "-v", "--cacert", "CA", "-w", "%{http_version}", "URL"},
 		wantStdout: []string{"ok\n2"},
+		wantStderr: []string{" not up within 300ms: TCP dialed beside it\n* TCP won after ", "QUIC handshake slower than TCP"},
 		wantSeen:   1,
 	}, {
 		name:       "--http3 on http:// goes as without it",

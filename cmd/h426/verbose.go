@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/h426/upgrade"
 )
@@ -45,6 +46,7 @@ func (v *verbose) context(ctx context.Context) context.Context {
 		Got426:              v.got426,
 		HandshakeRefused:    v.handshakeRefused,
 		AltSvc:              v.altSvc,
+		Raced:               v.raced,
 		Decided:             v.decided,
 		ReplayStart:         v.replayStart,
 		ReplayDone:          v.replayDone,
@@ -169,6 +171,18 @@ func (v *verbose) altSvc(info upgrade.AltSvcInfo) {
 		at = " at " + info.Alternative
 	}
 	v.printf("* Alt-Svc: %s%s for %s, remembered for %v", info.Protocol, at, info.Origin, info.MaxAge)
+}
+
+func (v *verbose) raced(info upgrade.RaceInfo) {
+	v.printf("* QUIC to %s not up within %v: TCP dialed beside it", info.Addr, info.Delay)
+	switch {
+	case info.Winner == "":
+		v.printf("* neither won after %v: %v", info.Took.Round(time.Millisecond), info.Err)
+	case info.Err != nil:
+		v.printf("* %s won after %v (QUIC: %v)", info.Winner, info.Took.Round(time.Millisecond), info.Err)
+	default:
+		v.printf("* %s won after %v", info.Winner, info.Took.Round(time.Millisecond))
+	}
 }
 
 func (v *verbose) handshakeRefused(info upgrade.HandshakeRefusedInfo) {

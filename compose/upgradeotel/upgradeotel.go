@@ -1,8 +1,8 @@
 // Package upgradeotel records what an upgrade.Transport did as events of
 // the OpenTelemetry span in the request's context: the 426 or refused
 // handshake and what it offered, the decision, each replay and its
-// outcome, an Alt-Svc advertisement, and what the origin memory learned,
-// used or forgot. Put it
+// outcome, an Alt-Svc advertisement, a race of QUIC against TCP, and what
+// the origin memory learned, used or forgot. Put it
 // between otelhttp (outside, which starts the span) and the
 // upgrade.Transport:
 //
@@ -102,6 +102,13 @@ func Trace(span trace.Span) *upgrade.Trace {
 				attribute.String("upgrade.alternative", info.Alternative),
 				attribute.Int64("upgrade.max_age_seconds", int64(info.MaxAge.Seconds())),
 				attribute.Bool("upgrade.cleared", info.Cleared))
+		},
+		Raced: func(info upgrade.RaceInfo) {
+			event("upgrade.race", withErr([]attribute.KeyValue{
+				attribute.String("upgrade.addr", info.Addr),
+				attribute.String("upgrade.winner", info.Winner),
+				attribute.Int64("upgrade.took_ms", info.Took.Milliseconds()),
+			}, info.Err)...)
 		},
 		Learned:    memory("upgrade.learned"),
 		Remembered: memory("upgrade.remembered"),
