@@ -123,13 +123,17 @@ func (t *Transport) newHTTP3() *http3Transport {
 }
 
 // dialContext carries to the dial a request causes its pool key, which the
-// dial checks quic-go pools under, and the Alt-Svc alternative, if any, to
-// dial instead of the key.
+// dial checks quic-go pools under, the Alt-Svc alternative, if any, to
+// dial instead of the key, and the request's own context.
 type dialContext struct{}
 
 type dialInfo struct {
 	key string
 	alt string // host:port; empty: the key's
+	// caller is the request's context. quic-go (v0.65.0) dials under a
+	// context without its cancel, as the dial is shared by every request
+	// to the host; the TCP contender is the request's, and goes with it.
+	caller context.Context
 }
 
 func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -167,7 +171,7 @@ func (h *http3Transport) roundTripVia(req *http.Request, alt string) (*http.Resp
 	if dialing {
 		// A dial is coming: let it check that quic-go pools under key, and
 		// tell it where to.
-		out = req.WithContext(context.WithValue(req.Context(), dialContext{}, dialInfo{key: key, alt: alt}))
+		out = req.WithContext(context.WithValue(req.Context(), dialContext{}, dialInfo{key: key, alt: alt, caller: req.Context()}))
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		// quic-go v0.65.0 closes the body twice when a request fails after
@@ -438,7 +442,7 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 		// Dial, not DialEarly: the handshake must be over before a request
 		// leaves, so that its failure is known to come first, and a TCP
 		// connection can win the race before anything was sent.
-		conn, err = h.dialRacing(ctx, addr, func(ctx context.Context) (*quic.Conn, error) {
+		conn, err = h.dialRacing(ctx, info.caller, addr, func(ctx context.Context) (*quic.Conn, error) {
 			return sock.Dial(ctx, udpAddr, tlsCfg, cfg)
 		})
 	}

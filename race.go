@@ -96,8 +96,11 @@ type quicResult struct {
 
 // dialRacing dials QUIC to addr with dialQUIC and, unless it is done
 // within the delay, races it against the TCP contender. Without a TCP
-// protocol behind (quicOnly) or with no delay, QUIC dials alone.
-func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC func(context.Context) (*quic.Conn, error)) (*quic.Conn, error) {
+// protocol behind (quicOnly) or with no delay, QUIC dials alone. The race
+// ends with ctx, the dial's, or caller, the context of the request that
+// caused the dial (nil if none): once the request is gone, nobody would
+// take a TCP connection, and QUIC goes on alone, as quic-go dials on.
+func (h *http3Transport) dialRacing(ctx, caller context.Context, addr string, dialQUIC func(context.Context) (*quic.Conn, error)) (*quic.Conn, error) {
 	if h.fallbackDelay <= 0 || h.racers == nil || ctx.Value(quicOnlyKey{}) != nil {
 		return dialQUIC(ctx)
 	}
@@ -109,6 +112,11 @@ func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC f
 		conn, err := dialQUIC(quicCtx)
 		quicDone <- quicResult{conn, err}
 	}()
+	race, endRace := context.WithCancel(ctx)
+	defer endRace()
+	if caller != nil {
+		defer context.AfterFunc(caller, endRace)()
+	}
 	delay := time.NewTimer(h.fallbackDelay)
 	defer delay.Stop()
 	select {
@@ -116,21 +124,28 @@ func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC f
 		return q.conn, q.err
 	case <-delay.C:
 	}
-	tcp := h.racers.tcpContender(ctx)
+	var tcp *tcpTransport
+	if race.Err() == nil {
+		tcp = h.racers.tcpContender(ctx)
+	}
 	if tcp == nil {
 		q := <-quicDone
 		return q.conn, q.err
 	}
-	pre := startPredial(ctx, tcp.dialTLS, addr)
+	pre := startPredial(race, tcp.dialTLS, addr)
 	raced := h.raceReport(ctx, addr, start)
 	select {
+	case <-race.Done():
+		pre.abandon()
+		q := <-quicDone
+		return raced(q.conn, q.err, false)
 	case q := <-quicDone:
-		if q.err == nil || ctx.Err() != nil {
+		if q.err == nil || race.Err() != nil {
 			pre.abandon()
 			return raced(q.conn, q.err, false)
 		}
 		// QUIC failed before TCP was up: TCP, under way, proceeds.
-		conn, err := pre.wait(ctx)
+		conn, err := pre.wait(race)
 		if err != nil {
 			return raced(nil, q.err, false)
 		}
@@ -143,6 +158,11 @@ func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC f
 			q := <-quicDone
 			return raced(q.conn, q.err, false)
 		}
+		if race.Err() != nil {
+			pre.conn.Close() // the request is gone: QUIC goes on alone
+			q := <-quicDone
+			return raced(q.conn, q.err, false)
+		}
 		stopQUIC()
 		q := <-quicDone
 		switch {
@@ -150,9 +170,9 @@ func (h *http3Transport) dialRacing(ctx context.Context, addr string, dialQUIC f
 			// QUIC was done at the same moment: the preferred one goes.
 			pre.conn.Close()
 			return raced(q.conn, nil, false)
-		case ctx.Err() != nil:
+		case race.Err() != nil:
 			pre.conn.Close() // no fallback will come for it
-			return raced(nil, q.err, false)
+			return raced(nil, errQUICSlow, false)
 		}
 		tcp.ahead.put(addr, pre.conn)
 		return raced(nil, &tcpUp{errQUICSlow}, true)

@@ -341,3 +341,46 @@ func TestHandOff(t *testing.T) {
 		t.Errorf("a connection put after close stays open")
 	}
 }
+
+// A caller that gives up leaves no TCP contender behind, whether it gives
+// up before the delay or while TCP dials: quic-go's dial outlives the
+// request's context (it is shared by every request to the host), but the
+// contender is the request's, and nobody is left to take what it would
+// win. No Close here: http.Client users never call it.
+func TestRaceCancelledLeavesNoContender(t *testing.T) {
+	tests := []struct {
+		name string
+		hold time.Duration // each TCP dial's pause
+		// cancelWhen returns once the request is to be cancelled.
+		cancelWhen func(d *raceDialer)
+	}{
+		{name: "before the delay", cancelWhen: func(*raceDialer) { time.Sleep(20 * time.Millisecond) }},
+		{name: "while TCP dials", hold: 500 * time.Millisecond, cancelWhen: func(d *raceDialer) {
+			for deadline := time.Now().Add(patience); d.begun.Load() == 0 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, testserver.Config{TLS: true, DropUDP: true})
+			d := &raceDialer{hold: tt.hold}
+			tr := raceTransport(t, legacyBase(t, s.CertPool()), d, 200*time.Millisecond)
+			tr.HTTP3HandshakeTimeout = time.Hour
+			remember(t, tr, s.URL, "HTTP/3")
+			ctx, cancel := context.WithCancel(testContext(t))
+			go func() { tt.cancelWhen(d); cancel() }()
+			req := newRequest(t, ctx, "GET", s.URL, nil)
+			if _, err := tr.RoundTrip(req); !errors.Is(err, context.Canceled) {
+				t.Fatalf("got %v, want context.Canceled", err)
+			}
+			time.Sleep(time.Second) // past the delay and the hold
+			if n := d.conns.dialed(); n != 0 {
+				t.Errorf("%d TCP connections made after the caller gave up, want none", n)
+			}
+			if h3Broken(tr, req) {
+				t.Error("HTTP/3 marked broken for the caller's cancel")
+			}
+		})
+	}
+}
