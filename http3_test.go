@@ -797,3 +797,55 @@ func TestHTTP3AloneKeepsTheWholeBoundWhenRemembered(t *testing.T) {
 			resp.StatusCode, resp.Proto, reason)
 	}
 }
+
+// HTTP/3 learned from a 426 that offered it alone keeps the whole setup
+// bound in a process that starts warm from the exported memory: with a
+// QUIC handshake slower than the fallback delay and TCP fast, a race would
+// let TCP win and meet that 426 again, with HTTP/3 then marked broken.
+func TestHTTP3AloneKeepsTheWholeBoundAcrossExport(t *testing.T) {
+	ca, err := testserver.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, testserver.Config{
+		TLS: true, HTTP3: true, CA: ca, ClientCAs: ca.CertPool(),
+		Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"},
+	})
+	cert, err := ca.ClientCert("slow over QUIC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := legacyBase(t, ca.CertPool()) // TLS 1.2 at most over TCP: QUIC alone runs 1.3
+	base.TLSClientConfig.GetClientCertificate = func(info *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if info.Version == tls.VersionTLS13 {
+			time.Sleep(time.Second)
+		}
+		return &cert, nil
+	}
+	first := newTransport(t, base)
+	first.HTTP3FallbackDelay = 50 * time.Millisecond
+	get := func(tr *Transport) *http.Response {
+		t.Helper()
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		return resp
+	}
+	if resp := get(first); resp.StatusCode != 200 || resp.ProtoMajor != 3 {
+		t.Fatalf("first request: %d over %s, want 200 over HTTP/3", resp.StatusCode, resp.Proto)
+	}
+	var file bytes.Buffer
+	if err := first.ExportMemory(&file); err != nil {
+		t.Fatal(err)
+	}
+	warm := newTransport(t, base)
+	warm.HTTP3FallbackDelay = first.HTTP3FallbackDelay
+	if n, _, err := warm.ImportMemory(&file); n != 1 || err != nil {
+		t.Fatalf("imported %d entries: %v", n, err)
+	}
+	if resp := get(warm); resp.StatusCode != 200 || resp.ProtoMajor != 3 {
+		t.Errorf("warm start: %d over %s, want 200 over HTTP/3 as the first", resp.StatusCode, resp.Proto)
+	}
+}

@@ -238,7 +238,7 @@ func (m *memory) live(now time.Time) []memoryFileEntry {
 	for i, le := range entries {
 		live[i] = memoryFileEntry{
 			Origin: le.o.String(), Host: le.o.vhost, Protocol: le.e.via.demands(),
-			Alternative: le.e.via.alt, Expires: le.e.expires.UTC(),
+			Alternative: le.e.via.alt, QUICOnly: le.e.via.quicOnly, Expires: le.e.expires.UTC(),
 		}
 	}
 	return live
@@ -300,8 +300,11 @@ type memoryFileEntry struct {
 	Protocol string `json:"protocol"`       // as the server offered it, such as "HTTP/2"; "HTTP/2, TLS/1.3" for two demands met at once
 	// Alternative is where an Alt-Svc said HTTP/3 is, host:port, when not
 	// at the origin's own host and port.
-	Alternative string    `json:"alternative,omitempty"`
-	Expires     time.Time `json:"expires"`
+	Alternative string `json:"alternative,omitempty"`
+	// QUICOnly is set for HTTP/3 from a 426 that offered no TCP protocol:
+	// its handshake is not raced (race.go), as Base would meet that 426.
+	QUICOnly bool      `json:"quicOnly,omitempty"`
+	Expires  time.Time `json:"expires"`
 }
 
 // maxMemoryFileBytes bounds what ImportMemory reads.
@@ -409,6 +412,12 @@ func (t *Transport) validEntry(e memoryFileEntry) (origin, candidate, bool) {
 			return origin{}, candidate{}, false
 		}
 		via.alt = alt
+	}
+	if e.QUICOnly {
+		if via.target.kind != targetHTTP3 {
+			return origin{}, candidate{}, false
+		}
+		via.quicOnly = true
 	}
 	return originOf(req), via, true
 }

@@ -314,6 +314,9 @@ func TestImportMemoryValidates(t *testing.T) {
 	alternative := func(origin, protocol, alt string) string {
 		return fmt.Sprintf(`{"origin":%q,"protocol":%q,"alternative":%q,"expires":%q}`, origin, protocol, alt, later)
 	}
+	quicOnly := func(origin, protocol string) string {
+		return fmt.Sprintf(`{"origin":%q,"protocol":%q,"quicOnly":true,"expires":%q}`, origin, protocol, later)
+	}
 	file := `{"version":1,"entries":[` + strings.Join([]string{
 		entry("https://a.test:443", "HTTP/2", later),                   // kept
 		entry("http://b.test:80", "h2c", later),                        // kept
@@ -332,15 +335,18 @@ func TestImportMemoryValidates(t *testing.T) {
 		alternative("https://o.test:443", "h3", "alt.test:http"),       // port not a number
 		alternative("https://p.test:443", "h3", "alt.test"),            // no port
 		alternative("https://q.test:443", "h3, TLS/1.3", "alt.test:1"), // two demands
+		quicOnly("https://r.test:443", "HTTP/3"),                       // kept
+		quicOnly("https://s.test:443", "HTTP/2"),                       // only HTTP/3 goes alone
 	}, ",") + `]}`
 	tr := newTransport(t, nil)
 	imported, skipped, err := tr.ImportMemory(strings.NewReader(file))
-	if err != nil || imported != 3 || skipped != 14 {
-		t.Errorf("imported %d, skipped %d, %v; want 3 and 14", imported, skipped, err)
+	if err != nil || imported != 4 || skipped != 15 {
+		t.Errorf("imported %d, skipped %d, %v; want 4 and 15", imported, skipped, err)
 	}
 	var out strings.Builder
-	if err := tr.ExportMemory(&out); err != nil || !strings.Contains(out.String(), `"origin":"https://l.test:443","protocol":"h3","alternative":"alt.test:8443"`) {
-		t.Errorf("export: %v\n%s\nwant l.test with its alternative", err, out.String())
+	if err := tr.ExportMemory(&out); err != nil || !strings.Contains(out.String(), `"origin":"https://l.test:443","protocol":"h3","alternative":"alt.test:8443"`) ||
+		!strings.Contains(out.String(), `"origin":"https://r.test:443","protocol":"HTTP/3","quicOnly":true`) {
+		t.Errorf("export: %v\n%s\nwant l.test with its alternative, r.test going alone", err, out.String())
 	}
 	for _, bad := range []string{`{"version":2,"entries":[]}`, `not json`, `{"version":1,"entries":{}}`} {
 		if _, _, err := tr.ImportMemory(strings.NewReader(bad)); err == nil || !strings.HasPrefix(err.Error(), "upgrade: ") {
