@@ -3,6 +3,7 @@ package upgrade
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -206,18 +207,44 @@ func alternativeFor(u *url.URL, alt altService) (string, bool) {
 		port = defaultPort(u.Scheme == "https")
 	}
 	altPort, err := strconv.ParseUint(alt.port, 10, 16)
-	originPort, _ := strconv.Atoi(port)
+	originPort, _ := strconv.ParseUint(port, 10, 16)
 	if err != nil || altPort == 0 || (altPort < 1024 && originPort >= 1024) {
 		return "", false
 	}
 	host := alt.host
-	if host == "" || strings.EqualFold(host, u.Hostname()) {
-		if alt.port == port {
+	switch {
+	case host == "" || strings.EqualFold(host, u.Hostname()):
+		if altPort == originPort {
 			return "", true
 		}
 		host = u.Hostname()
+	case !validHost(host):
+		return "", false
 	}
-	return net.JoinHostPort(host, alt.port), true
+	return net.JoinHostPort(host, strconv.FormatUint(altPort, 10)), true
+}
+
+// validHost reports whether host is an IP address or a DNS name (letters,
+// digits, hyphens and dots), so that an alternative is never a string a
+// resolver or a log would read as something else.
+func validHost(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (t *Transport) forgetAltSvc(r *transportRequest, via candidate) {

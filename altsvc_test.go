@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -230,6 +231,42 @@ func TestAltSvc(t *testing.T) {
 			t.Errorf("HTTP/3 tried and forgotten %d times, want once per broken period", forgot)
 		}
 	})
+}
+
+// alternativeFor: where HTTP/3 is reached for an origin, or a refusal.
+func TestAlternativeFor(t *testing.T) {
+	for _, tt := range []struct {
+		origin, alt string // alt as in Alt-Svc: h3="alt"
+		want        string // "-": refused; "": the origin's own
+	}{
+		{"https://o.test/", ":443", ""},
+		{"https://o.test/", "O.TEST:443", ""},
+		{"https://o.test/", ":0443", ""},
+		{"https://o.test:8443/", ":8443", ""},
+		{"https://o.test/", ":8443", "o.test:8443"},
+		{"https://o.test/", "alt.test:443", "alt.test:443"},
+		{"https://o.test/", "alt.test:0443", "alt.test:443"},
+		{"https://[::1]:8443/", "[::1]:9443", "[::1]:9443"},
+		{"https://o.test/", "127.0.0.2:443", "127.0.0.2:443"},
+		{"https://o.test:8443/", ":443", "-"},            // privileged port from a high one
+		{"https://o.test:8443/", "alt.test:80", "-"},     // the same
+		{"https://o.test/", "a b:443", "-"},              // not a host
+		{"https://o.test/", "a/b@c:443", "-"},            // not a host
+		{"https://o.test/", "-a.test:443", "-"},          // not a host
+		{"https://o.test/", "b\u00fccher.test:443", "-"}, // not ASCII: punycode is the wire form
+	} {
+		host, port, err := net.SplitHostPort(tt.alt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := alternativeFor(mustParse(tt.origin), altService{protocol: "h3", host: host, port: port})
+		if !ok {
+			got = "-"
+		}
+		if got != tt.want {
+			t.Errorf("%s, h3=%q: %q, want %q", tt.origin, tt.alt, got, tt.want)
+		}
+	}
 }
 
 func mustParse(s string) *url.URL {
