@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -33,8 +34,11 @@ type memoryEntry struct {
 // written once per origin learned, so lookups take no lock: each of its
 // shards is a map replaced whole, under mu, by a write to it. Sharding
 // keeps a write's copy small when a client meets thousands of origins.
-// Slots are found by a hash of the host (origin.host), so a lookup hashes
-// one string; a host has a slot per scheme and virtual host. The memory is
+// Slots are found by a hash of the host and, when the Host header differs,
+// of that virtual host too: a request hashes one string unless it names
+// another Host, and a reverse proxy's thousands of virtual hosts behind one
+// backend address get a slot each, not one list scanned and copied whole
+// on every lookup and put (#15). The memory is
 // bounded by an approximate LRU: every put starts a new epoch, a slot
 // notes the epoch it was last used in, and when the memory is full the one
 // used longest ago among a sample of 32 goes. golang-lru's caches are not used: their
@@ -70,9 +74,12 @@ func (m *memory) empty() bool {
 	return m.count.Load() == 0
 }
 
-// shardOf returns o's host hash and the shard it lives in.
+// shardOf returns o's hash and the shard it lives in.
 func (m *memory) shardOf(o origin) (uint64, *atomic.Pointer[map[uint64][]*memorySlot]) {
 	h := maphash.String(m.seed, o.host)
+	if o.vhost != "" {
+		h ^= bits.RotateLeft64(maphash.String(m.seed, o.vhost), 1) // rotated: host and vhost do not cancel out
+	}
 	return h, &m.shards[h%memoryShards]
 }
 

@@ -638,3 +638,24 @@ func TestLRUKeepsTheEntryJustUsed(t *testing.T) {
 		t.Errorf("the entry used most recently was evicted in %d of %d rounds, want 0 (least recently used first)", wrong, rounds)
 	}
 }
+
+// Virtual hosts behind one address, as a reverse proxy sends them, each get
+// a slot of their own: a lookup does not scan the others (#15).
+func TestMemorySpreadsVirtualHosts(t *testing.T) {
+	m := newMemory(defaultMemorySize, time.Hour)
+	e := memoryEntry{via: candidate{offer: Protocol{Name: "HTTP", Version: "2"}}, expires: time.Now().Add(time.Hour)}
+	for i := range 1000 {
+		m.put(origin{secure: true, host: "backend:8443", vhost: fmt.Sprintf("site-%d.example", i)}, e)
+	}
+	longest := 0
+	for i := range m.shards {
+		if p := m.shards[i].Load(); p != nil {
+			for _, slots := range *p {
+				longest = max(longest, len(slots))
+			}
+		}
+	}
+	if longest > 2 {
+		t.Errorf("a lookup scans %d slots for 1000 virtual hosts on one address, want at most 2", longest)
+	}
+}
