@@ -120,11 +120,24 @@ func (t *Transport) newHTTP3() *http3Transport {
 	return h
 }
 
-// poolKeyContext carries a request's pool key to the dial it causes, which
-// checks that quic-go pools under the same key.
-type poolKeyContext struct{}
+// dialNoteKey carries a dialNote to the dial a request causes.
+type dialNoteKey struct{}
+
+// dialNote is what a dial needs to know of the request that caused it.
+type dialNote struct {
+	key      string // the request's pool key: the dial checks that quic-go pools under it
+	quicOnly bool   // no TCP protocol stands behind the request (dialWithin)
+}
 
 func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return h.roundTrip(req, false)
+}
+
+// roundTrip is RoundTrip for a request that no TCP protocol stands behind
+// when quicOnly is set. The mark goes into the request's context only when
+// a dial is coming, its one reader: a remembered HTTP/3-only route pays no
+// context and request copy on every request (#15).
+func (h *http3Transport) roundTrip(req *http.Request, quicOnly bool) (*http.Response, error) {
 	key := poolKey(req.URL)
 	h.gate.RLock()
 	h.mu.Lock()
@@ -142,7 +155,7 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if hs.active == 1 && hs.idle != nil {
 		hs.idle.Stop()
 	}
-	dialing := len(hs.conns) == 0
+	dialing := len(hs.conns) == 0 || h.singleUse
 	h.mu.Unlock()
 	h.gate.RUnlock()
 
@@ -150,8 +163,7 @@ func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := &h3Response{h: h, host: hs}
 	out := req
 	if dialing {
-		// A dial is coming: let it check that quic-go pools under key.
-		out = req.WithContext(context.WithValue(req.Context(), poolKeyContext{}, key))
+		out = req.WithContext(context.WithValue(req.Context(), dialNoteKey{}, dialNote{key, quicOnly}))
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		// quic-go v0.65.0 closes the body twice when a request fails after
@@ -410,12 +422,13 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 	if err != nil {
 		return nil, &connectError{err}
 	}
+	note, noted := ctx.Value(dialNoteKey{}).(dialNote)
 	var conn *quic.Conn
 	udpAddr, err := resolveUDP(ctx, addr)
 	if err == nil {
 		// Dial, not DialEarly: the handshake must be over before a request
 		// leaves, so that its failure is known to come first.
-		conn, err = dialWithin(ctx, h.fallbackDelay, sock, udpAddr, tlsCfg, cfg)
+		conn, err = dialWithin(ctx, h.fallbackDelay, note.quicOnly, sock, udpAddr, tlsCfg, cfg)
 	}
 	h.mu.Lock()
 	h.dials--
@@ -425,7 +438,7 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 		return nil, &connectError{err}
 	}
 	h.dialed.Add(1)
-	if key, ok := ctx.Value(poolKeyContext{}).(string); ok && key != addr {
+	if noted && note.key != addr {
 		h.keyless = true
 	}
 	hs := h.host(addr)
@@ -633,27 +646,21 @@ func isASCII(s string) bool {
 	return true
 }
 
-// quicOnlyKey marks the context of an HTTP/3 attempt that no TCP protocol
-// stands behind (a 426 that offers HTTP/3 alone): its handshake has the
-// whole HTTP3HandshakeTimeout. Any other (a later TCP offer, or Base behind
-// a remembered route) has HTTP3FallbackDelay, so that a network that drops
-// UDP costs that delay, not the bound. Marking the rare case keeps the
-// remembered path free of a context per request.
-type quicOnlyKey struct{}
-
-func quicOnly(ctx context.Context) context.Context {
-	return context.WithValue(ctx, quicOnlyKey{}, true)
-}
+// A request that no TCP protocol stands behind (a 426 that offered HTTP/3
+// alone, and the route remembered from it) gives its handshake the whole
+// HTTP3HandshakeTimeout. Any other (a later TCP offer, or Base behind a
+// remembered route) has HTTP3FallbackDelay, so that a network that drops
+// UDP costs that delay, not the bound.
 
 // errQUICSlow: the QUIC handshake was not done within the delay a TCP
 // protocol waited; the request goes over TCP, and HTTP/3 is marked broken
 // for the address.
 var errQUICSlow = errors.New("upgrade: QUIC handshake not done in time; TCP goes instead")
 
-// dialWithin dials, bounding the handshake by delay unless ctx is
-// quicOnly, as well as by the QUIC config's own bound.
-func dialWithin(ctx context.Context, delay time.Duration, sock *quic.Transport, addr net.Addr, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
-	if delay <= 0 || ctx.Value(quicOnlyKey{}) != nil {
+// dialWithin dials, bounding the handshake by delay unless quicOnly, as
+// well as by the QUIC config's own bound.
+func dialWithin(ctx context.Context, delay time.Duration, quicOnly bool, sock *quic.Transport, addr net.Addr, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+	if delay <= 0 || quicOnly {
 		return sock.Dial(ctx, addr, tlsCfg, cfg)
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, delay, errQUICSlow)

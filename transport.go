@@ -244,11 +244,6 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
 	}
 	out := r.bodies.first()
-	if via.quicOnly {
-		// The origin offered HTTP/3 alone: Base would meet the same 426,
-		// so the handshake gets the whole setup bound.
-		out = out.WithContext(quicOnly(out.Context()))
-	}
 	if via.target.multiplexed() && hasHopByHop(out.Header) {
 		out = out.Clone(out.Context())
 		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
@@ -440,12 +435,10 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 		if r.trace.ReplayStart != nil {
 			r.trace.ReplayStart(c.offer)
 		}
-		ctx := marked
 		if c.target.kind == targetHTTP3 && !slices.ContainsFunc(candidates[i+1:], func(next candidate) bool { return !next.target.ownSocket() }) {
-			ctx = quicOnly(ctx) // no TCP protocol behind it: the whole setup bound
-			c.quicOnly = true   // and so when it is remembered
+			c.quicOnly = true // no TCP protocol behind it, now and when remembered: the whole setup bound (http3.go)
 		}
-		out := r.req.Clone(ctx)
+		out := r.req.Clone(marked)
 		out.Body = body
 		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
 		if c.target.multiplexed() {
@@ -506,6 +499,9 @@ func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, er
 	}
 	if !tgt.directRoute() && t.proxied(out) {
 		rt = throughProxy{rt}
+	}
+	if h3, ok := rt.(*http3Transport); ok {
+		return h3.roundTrip(out, c.quicOnly)
 	}
 	return rt.RoundTrip(out)
 }
