@@ -71,6 +71,11 @@ type h3Host struct {
 	conns     []*h3Conn   // connections dialed for it, not yet closed
 	idle      *time.Timer // closes conns idleTimeout after active fell to 0
 	idleSince time.Time   // when active last fell to 0
+	// idleArmed: idle is pending or running. It is armed once and left so
+	// while requests come and go, as hostIdle checks idleSince and active
+	// when it fires: stopping and resetting a timer on every request cost
+	// the remembered route two timer-heap updates each (#15).
+	idleArmed bool
 }
 
 // h3Conn is one dialed QUIC connection.
@@ -152,9 +157,6 @@ func (h *http3Transport) roundTrip(req *http.Request, quicOnly bool) (*http.Resp
 	h.active++
 	hs := h.host(key)
 	hs.active++
-	if hs.active == 1 && hs.idle != nil {
-		hs.idle.Stop()
-	}
 	dialing := len(hs.conns) == 0 || h.singleUse
 	h.mu.Unlock()
 	h.gate.RUnlock()
@@ -256,6 +258,10 @@ func (h *http3Transport) becameIdle(hs *h3Host) {
 		return
 	}
 	hs.idleSince = time.Now()
+	if hs.idleArmed {
+		return // hostIdle waits from idleSince when it fires
+	}
+	hs.idleArmed = true
 	if hs.idle == nil {
 		hs.idle = time.AfterFunc(h.idleTimeout, func() { h.hostIdle(hs) })
 	} else {
@@ -270,6 +276,7 @@ func (h *http3Transport) forgetHost(hs *h3Host) {
 	}
 	if hs.idle != nil {
 		hs.idle.Stop()
+		hs.idleArmed = false
 	}
 	if h.hosts[hs.key] == hs {
 		delete(h.hosts, hs.key)
@@ -282,6 +289,7 @@ func (h *http3Transport) hostIdle(hs *h3Host) {
 	h.gate.Lock()
 	h.mu.Lock()
 	if hs.active > 0 || len(hs.conns) == 0 {
+		hs.idleArmed = false // becameIdle arms it again
 		h.mu.Unlock()
 		h.gate.Unlock()
 		return
@@ -297,6 +305,7 @@ func (h *http3Transport) hostIdle(hs *h3Host) {
 		h.gate.Unlock()
 		return
 	}
+	hs.idleArmed = false
 	victims := slices.Clone(hs.conns)
 	h.mu.Unlock()
 	h.closeConns(victims)
