@@ -294,15 +294,22 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	if refuseRoute(via.target, route) != nil {
 		return candidate{}, false
 	}
-	if t.CheckUpgrade != nil {
-		// What the hook would veto after a 426 it vetoes before one: the
-		// memory never changes an answer.
-		order, err := t.CheckUpgrade(r.req, demandResponse(r.req, via.demands()), []Protocol{via.offer})
-		if err != nil || len(picked([]candidate{via}, order)) == 0 {
-			return candidate{}, false
-		}
+	if t.CheckUpgrade != nil && !t.stillAllowed(r.req, via) {
+		return candidate{}, false
 	}
 	return via, true
+}
+
+// stillAllowed asks CheckUpgrade whether it allows via for req: what the
+// hook would veto after a 426 it vetoes before one, so the memory never
+// changes an answer. Kept out of recall, and out of its stack frame: the
+// 426 it builds would triple the frame of every remembered request, and a
+// fresh goroutine's first request would grow its stack for it (#15).
+//
+//go:noinline
+func (t *Transport) stillAllowed(req *http.Request, via candidate) bool {
+	order, err := t.CheckUpgrade(req, demandResponse(req, via.demands()), []Protocol{via.offer})
+	return err == nil && len(picked([]candidate{via}, order)) > 0
 }
 
 // upgrade handles a 426: it decides what to try and, if anything, drains
