@@ -24,21 +24,25 @@ type innerSet struct {
 
 type innerTransport struct {
 	target target
-	rt     http.RoundTripper
+	rt     http.RoundTripper // as built: what Close and CloseIdleConnections reach
+	// send is what requests go through: rt, or the transport a
+	// tcpTransport wraps, so a remembered request makes one call, not two.
+	send http.RoundTripper
 }
 
 func (s *innerSet) find(tgt target) http.RoundTripper {
 	if list := s.list.Load(); list != nil {
 		for _, it := range *list {
 			if it.target == tgt {
-				return it.rt
+				return it.send
 			}
 		}
 	}
 	return nil
 }
 
-// get returns the transport for tgt, building it with build on first use.
+// get returns the transport to send requests for tgt through, building it
+// with build on first use.
 func (s *innerSet) get(tgt target, build func() http.RoundTripper) (http.RoundTripper, error) {
 	if rt := s.find(tgt); rt != nil {
 		return rt, nil
@@ -56,10 +60,14 @@ func (s *innerSet) get(tgt target, build func() http.RoundTripper) (http.RoundTr
 		list = slices.Clone(*old)
 	}
 	rt := build()
-	list = append(list, innerTransport{tgt, rt})
+	send := rt
+	if tcp, ok := rt.(*tcpTransport); ok {
+		send = tcp.RoundTripper
+	}
+	list = append(list, innerTransport{tgt, rt, send})
 	s.list.Store(&list)
 	s.built.Add(1)
-	return rt, nil
+	return send, nil
 }
 
 // all returns the transports built so far.

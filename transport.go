@@ -250,7 +250,9 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 		removeHopByHop(out.Header)
 	}
 	resp, err := t.sendOver(out, via)
-	t.noteOutcome(r, via.target, err)
+	if err != nil || t.broken.any() { // a response with nothing marked has nothing to clear
+		t.noteOutcome(r, via.target, err)
+	}
 	switch {
 	case err == nil && resp.StatusCode == http.StatusUpgradeRequired:
 		t.forget(r, via, nil)
@@ -288,7 +290,8 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	if !ok {
 		return candidate{}, false
 	}
-	route := situation{needsHTTP1: needsHTTP1(r.req), ownDialer: t.ownDialer()}
+	route := situation{needsHTTP1: needsHTTP1(r.req)}
+	route.ownDialer = via.target.ownSocket() && t.ownDialer() // asked only where it matters
 	via.target = forRequest(via.target, route.needsHTTP1)
 	route.proxied = via.target.directRoute() && t.proxied(r.req)
 	if refuseRoute(via.target, route) != nil {
