@@ -161,20 +161,26 @@ func (h *http3Transport) roundTrip(req *http.Request, quicOnly bool) (*http.Resp
 	h.mu.Unlock()
 	h.gate.RUnlock()
 
-	// The response's one allocation also holds what the request needs.
-	r := &h3Response{h: h, host: hs}
 	out := req
 	if dialing {
 		out = req.WithContext(context.WithValue(req.Context(), dialNoteKey{}, dialNote{key, quicOnly}))
 	}
+	// The response's one allocation also holds what the request needs, and
+	// only a request with a body needs more than the response's few words.
+	var r *h3Response
 	if req.Body != nil && req.Body != http.NoBody {
 		// quic-go v0.65.0 closes the body twice when a request fails after
 		// its body began: in RoundTripOpt on the error, and when it stops
 		// sending. The body may be the caller's, owed exactly one Close.
-		r.out, r.reqBody.ReadCloser = *out, req.Body // a shallow copy: req may be the caller's
-		out = &r.out
-		out.Body = &r.reqBody
+		rb := &h3ResponseSent{}
+		rb.out, rb.reqBody.ReadCloser = *out, req.Body // a shallow copy: req may be the caller's
+		out = &rb.out
+		out.Body = &rb.reqBody
+		r = &rb.h3Response
+	} else {
+		r = new(h3Response)
 	}
+	r.h, r.host = h, hs
 	if h.headerTimeout > 0 {
 		out = r.boundHeader(out, h.headerTimeout)
 	}
@@ -512,14 +518,20 @@ func poolKey(u *url.URL) string {
 // its connection or Close waiting), when it is closed, or when the request
 // failed.
 type h3Response struct {
-	body    io.ReadCloser
-	h       *http3Transport
-	host    *h3Host
-	out     http.Request  // the request as sent, when it has a body
+	body   io.ReadCloser
+	h      *http3Transport
+	host   *h3Host
+	own    *h3Conn      // the request's own connection (singleUse), closed when done
+	header *headerTimer // Base's ResponseHeaderTimeout, if set
+	done   atomic.Bool
+}
+
+// h3ResponseSent is an h3Response that also holds the request as sent,
+// when it has a body.
+type h3ResponseSent struct {
+	h3Response
+	out     http.Request  // the request as sent
 	reqBody closeOnceBody // its body, closed once
-	own     *h3Conn       // the request's own connection (singleUse), closed when done
-	header  *headerTimer  // Base's ResponseHeaderTimeout, if set
-	done    atomic.Bool
 }
 
 func (r *h3Response) Read(p []byte) (int, error) {
