@@ -30,30 +30,47 @@ type innerTransport struct {
 	send http.RoundTripper
 }
 
-func (s *innerSet) find(tgt target) http.RoundTripper {
+func (s *innerSet) find(tgt target) *innerTransport {
 	if list := s.list.Load(); list != nil {
-		for _, it := range *list {
-			if it.target == tgt {
-				return it.send
+		for i := range *list {
+			if (*list)[i].target == tgt {
+				return &(*list)[i]
 			}
 		}
 	}
 	return nil
 }
 
-// get returns the transport to send requests for tgt through, building it
-// with build on first use.
+// get returns the transport for tgt, building it with build on first use.
 func (s *innerSet) get(tgt target, build func() http.RoundTripper) (http.RoundTripper, error) {
-	if rt := s.find(tgt); rt != nil {
-		return rt, nil
+	it, err := s.entry(tgt, build)
+	if err != nil {
+		return nil, err
+	}
+	return it.rt, nil
+}
+
+// sender is get for sending a request: what the transport for tgt sends
+// through.
+func (s *innerSet) sender(tgt target, build func() http.RoundTripper) (http.RoundTripper, error) {
+	it, err := s.entry(tgt, build)
+	if err != nil {
+		return nil, err
+	}
+	return it.send, nil
+}
+
+func (s *innerSet) entry(tgt target, build func() http.RoundTripper) (*innerTransport, error) {
+	if it := s.find(tgt); it != nil {
+		return it, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	if rt := s.find(tgt); rt != nil {
-		return rt, nil
+	if it := s.find(tgt); it != nil {
+		return it, nil
 	}
 	var list []innerTransport
 	if old := s.list.Load(); old != nil {
@@ -67,7 +84,7 @@ func (s *innerSet) get(tgt target, build func() http.RoundTripper) (http.RoundTr
 	list = append(list, innerTransport{tgt, rt, send})
 	s.list.Store(&list)
 	s.built.Add(1)
-	return send, nil
+	return &list[len(list)-1], nil
 }
 
 // all returns the transports built so far.

@@ -497,7 +497,7 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 // connection carries the connectError mark (dial.go).
 func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, error) {
 	tgt := c.target
-	rt, err := t.inner.get(tgt, func() http.RoundTripper { return kinds[tgt.kind].build(t, tgt) })
+	rt, err := t.inner.sender(tgt, func() http.RoundTripper { return kinds[tgt.kind].build(t, tgt) })
 	if err != nil {
 		if out.Body != nil {
 			out.Body.Close() // no transport took it, and RoundTrip must close it
