@@ -52,6 +52,11 @@ type memory struct {
 	count  atomic.Int32                                           // n, read without the lock on every request
 	shards [memoryShards]atomic.Pointer[map[uint64][]*memorySlot] // never written in place
 	epoch  atomic.Uint64                                          // bumped by every put
+	// last is the slot put last, or nil once removed: looked at before
+	// hashing, so that a client talking to the one origin it learned finds
+	// it in one load, not a hash and a map probe (#15). Written by writers
+	// only, never by lookups, so that many goroutines share its line.
+	last atomic.Pointer[memorySlot]
 
 	mu sync.Mutex // serialises writers: put, forget; guards n
 	n  int        // slots in all shards
@@ -85,27 +90,37 @@ func (m *memory) shardOf(o origin) (uint64, *atomic.Pointer[map[uint64][]*memory
 
 // lookup returns what o demanded, unless it has expired by now.
 func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
+	e := m.last.Load()
+	if e == nil || e.origin != o {
+		if e = m.slotOf(o); e == nil {
+			return candidate{}, false
+		}
+	}
+	if !now.Before(e.expires) {
+		m.forgetSlot(e)
+		return candidate{}, false
+	}
+	// Written only when it changes, so that many goroutines on one
+	// origin share its cache line rather than fight over it.
+	if epoch := m.epoch.Load(); e.used.Load() != epoch {
+		e.used.Store(epoch)
+	}
+	return e.via, true
+}
+
+// slotOf returns o's slot, or nil.
+func (m *memory) slotOf(o origin) *memorySlot {
 	h, shard := m.shardOf(o)
 	slots := shard.Load()
 	if slots == nil {
-		return candidate{}, false
+		return nil
 	}
 	for _, e := range (*slots)[h] {
-		if e.origin != o {
-			continue
+		if e.origin == o {
+			return e
 		}
-		if !now.Before(e.expires) {
-			m.forgetSlot(e)
-			return candidate{}, false
-		}
-		// Written only when it changes, so that many goroutines on one
-		// origin share its cache line rather than fight over it.
-		if epoch := m.epoch.Load(); e.used.Load() != epoch {
-			e.used.Store(epoch)
-		}
-		return e.via, true
 	}
-	return candidate{}, false
+	return nil
 }
 
 // put remembers that o answered over entry.via until entry.expires. A full
@@ -124,6 +139,7 @@ func (m *memory) put(o origin, entry memoryEntry) {
 	next := copyShard(shard)
 	next[h] = append(slices.Clip(next[h]), e)
 	shard.Store(&next)
+	m.last.Store(e)
 	m.n++
 	m.count.Store(int32(m.n))
 }
@@ -157,6 +173,9 @@ func (m *memory) remove(o origin) {
 	i := slices.IndexFunc(slots, func(e *memorySlot) bool { return e.origin == o })
 	if i < 0 {
 		return
+	}
+	if m.last.Load() == slots[i] {
+		m.last.Store(nil)
 	}
 	next := copyShard(shard)
 	if len(slots) == 1 {
