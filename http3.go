@@ -68,10 +68,16 @@ type http3Transport struct {
 // the connections quic-go uses for it.
 type h3Host struct {
 	key       string
+	alt       string      // where its connections are dialed, if not key (an Alt-Svc alternative)
 	active    int         // requests whose response is not done yet
 	conns     []*h3Conn   // connections dialed for it, not yet closed
 	idle      *time.Timer // closes conns idleTimeout after active fell to 0
 	idleSince time.Time   // when active last fell to 0
+	// idleArmed: idle is pending or running. It is armed once and left so
+	// while requests come and go, as hostIdle checks idleSince and active
+	// when it fires: stopping and resetting a timer on every request cost
+	// the remembered route two timer-heap updates each (#15).
+	idleArmed bool
 }
 
 // h3Conn is one dialed QUIC connection.
@@ -122,14 +128,13 @@ func (t *Transport) newHTTP3() *http3Transport {
 	return h
 }
 
-// dialContext carries to the dial a request causes its pool key, which the
-// dial checks quic-go pools under, the Alt-Svc alternative, if any, to
-// dial instead of the key, and the request's own context.
+// dialContext carries a dialInfo to the dial a request causes.
 type dialContext struct{}
 
+// dialInfo is what a dial needs to know of the request that caused it.
 type dialInfo struct {
-	key string
-	alt string // host:port; empty: the key's
+	key      string // the request's pool key: the dial checks that quic-go pools under it
+	quicOnly bool   // no TCP protocol stands behind the request: nothing races QUIC
 	// caller is the request's context. quic-go (v0.65.0) dials under a
 	// context without its cancel, as the dial is shared by every request
 	// to the host; the TCP contender is the request's, and goes with it.
@@ -137,13 +142,16 @@ type dialInfo struct {
 }
 
 func (h *http3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return h.roundTripVia(req, "")
+	return h.roundTripVia(req, "", false)
 }
 
 // roundTripVia is RoundTrip with a new connection, if one is needed, dialed
 // to alt (host:port, an Alt-Svc alternative) rather than the request's
-// host. The certificate is verified for the request's host all the same.
-func (h *http3Transport) roundTripVia(req *http.Request, alt string) (*http.Response, error) {
+// host; the certificate is verified for the request's host all the same.
+// quicOnly says no TCP protocol stands behind the request. Both go to the
+// dial without a context or request copy on every request: alt on the
+// host's state, quicOnly into the context only when a dial is coming.
+func (h *http3Transport) roundTripVia(req *http.Request, alt string, quicOnly bool) (*http.Response, error) {
 	key := poolKey(req.URL)
 	h.gate.RLock()
 	h.mu.Lock()
@@ -158,29 +166,31 @@ func (h *http3Transport) roundTripVia(req *http.Request, alt string) (*http.Resp
 	h.active++
 	hs := h.host(key)
 	hs.active++
-	if hs.active == 1 && hs.idle != nil {
-		hs.idle.Stop()
-	}
+	hs.alt = alt // for any dial, quic-go's redials too
 	dialing := len(hs.conns) == 0 || h.singleUse
 	h.mu.Unlock()
 	h.gate.RUnlock()
 
-	// The response's one allocation also holds what the request needs.
-	r := &h3Response{h: h, host: hs}
 	out := req
 	if dialing {
-		// A dial is coming: let it check that quic-go pools under key, and
-		// tell it where to.
-		out = req.WithContext(context.WithValue(req.Context(), dialContext{}, dialInfo{key: key, alt: alt, caller: req.Context()}))
+		out = req.WithContext(context.WithValue(req.Context(), dialContext{}, dialInfo{key: key, quicOnly: quicOnly, caller: req.Context()}))
 	}
+	// The response's one allocation also holds what the request needs, and
+	// only a request with a body needs more than the response's few words.
+	var r *h3Response
 	if req.Body != nil && req.Body != http.NoBody {
 		// quic-go v0.65.0 closes the body twice when a request fails after
 		// its body began: in RoundTripOpt on the error, and when it stops
 		// sending. The body may be the caller's, owed exactly one Close.
-		r.out, r.reqBody.ReadCloser = *out, req.Body // a shallow copy: req may be the caller's
-		out = &r.out
-		out.Body = &r.reqBody
+		rb := &h3ResponseSent{}
+		rb.out, rb.reqBody.ReadCloser = *out, req.Body // a shallow copy: req may be the caller's
+		out = &rb.out
+		out.Body = &rb.reqBody
+		r = &rb.h3Response
+	} else {
+		r = new(h3Response)
 	}
+	r.h, r.host = h, hs
 	if h.headerTimeout > 0 {
 		out = r.boundHeader(out, h.headerTimeout)
 	}
@@ -264,6 +274,10 @@ func (h *http3Transport) becameIdle(hs *h3Host) {
 		return
 	}
 	hs.idleSince = time.Now()
+	if hs.idleArmed {
+		return // hostIdle waits from idleSince when it fires
+	}
+	hs.idleArmed = true
 	if hs.idle == nil {
 		hs.idle = time.AfterFunc(h.idleTimeout, func() { h.hostIdle(hs) })
 	} else {
@@ -278,6 +292,7 @@ func (h *http3Transport) forgetHost(hs *h3Host) {
 	}
 	if hs.idle != nil {
 		hs.idle.Stop()
+		hs.idleArmed = false
 	}
 	if h.hosts[hs.key] == hs {
 		delete(h.hosts, hs.key)
@@ -290,6 +305,7 @@ func (h *http3Transport) hostIdle(hs *h3Host) {
 	h.gate.Lock()
 	h.mu.Lock()
 	if hs.active > 0 || len(hs.conns) == 0 {
+		hs.idleArmed = false // becameIdle arms it again
 		h.mu.Unlock()
 		h.gate.Unlock()
 		return
@@ -305,6 +321,7 @@ func (h *http3Transport) hostIdle(hs *h3Host) {
 		h.gate.Unlock()
 		return
 	}
+	hs.idleArmed = false
 	victims := slices.Clone(hs.conns)
 	h.mu.Unlock()
 	h.closeConns(victims)
@@ -432,17 +449,19 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 		return nil, &connectError{err}
 	}
 	var conn *quic.Conn
-	info, _ := ctx.Value(dialContext{}).(dialInfo)
+	info, noted := ctx.Value(dialContext{}).(dialInfo)
 	to := addr
-	if info.alt != "" {
-		to = info.alt
+	h.mu.Lock()
+	if hs := h.hosts[addr]; hs != nil && hs.alt != "" {
+		to = hs.alt
 	}
+	h.mu.Unlock()
 	udpAddr, err := resolveUDP(ctx, to)
 	if err == nil {
 		// Dial, not DialEarly: the handshake must be over before a request
 		// leaves, so that its failure is known to come first, and a TCP
 		// connection can win the race before anything was sent.
-		conn, err = h.dialRacing(ctx, info.caller, addr, func(ctx context.Context) (*quic.Conn, error) {
+		conn, err = h.dialRacing(ctx, info, addr, func(ctx context.Context) (*quic.Conn, error) {
 			return sock.Dial(ctx, udpAddr, tlsCfg, cfg)
 		})
 	}
@@ -454,7 +473,7 @@ func (h *http3Transport) dialConn(ctx context.Context, addr string, tlsCfg *tls.
 		return nil, &connectError{err}
 	}
 	h.dialed.Add(1)
-	if info.key != "" && info.key != addr {
+	if noted && info.key != addr {
 		h.keyless = true
 	}
 	hs := h.host(addr)
@@ -519,14 +538,20 @@ func poolKey(u *url.URL) string {
 // its connection or Close waiting), when it is closed, or when the request
 // failed.
 type h3Response struct {
-	body    io.ReadCloser
-	h       *http3Transport
-	host    *h3Host
-	out     http.Request  // the request as sent, when it has a body
+	body   io.ReadCloser
+	h      *http3Transport
+	host   *h3Host
+	own    *h3Conn      // the request's own connection (singleUse), closed when done
+	header *headerTimer // Base's ResponseHeaderTimeout, if set
+	done   atomic.Bool
+}
+
+// h3ResponseSent is an h3Response that also holds the request as sent,
+// when it has a body.
+type h3ResponseSent struct {
+	h3Response
+	out     http.Request  // the request as sent
 	reqBody closeOnceBody // its body, closed once
-	own     *h3Conn       // the request's own connection (singleUse), closed when done
-	header  *headerTimer  // Base's ResponseHeaderTimeout, if set
-	done    atomic.Bool
 }
 
 func (r *h3Response) Read(p []byte) (int, error) {

@@ -510,6 +510,21 @@ func TestHTTP3IdleConnTimeout(t *testing.T) {
 	}
 }
 
+// The idle timeout counts from the last use: a connection used more often
+// than that is kept, however long it lives, though its timer is armed once.
+func TestHTTP3IdleConnTimeoutCountsFromLastUse(t *testing.T) {
+	s := h3Server(t, nil)
+	base := legacyBase(t, s.CertPool())
+	base.IdleConnTimeout = 500 * time.Millisecond
+	tr := h3Transport(t, base)
+	for start := time.Now(); time.Since(start) < 3*base.IdleConnTimeout; time.Sleep(base.IdleConnTimeout / 5) {
+		getOverH3(t, tr, s.URL)
+	}
+	if n := h3Of(t, tr).dialed.Load(); n != 1 {
+		t.Errorf("%d QUIC connections dialed for requests never %v apart, want 1", n, base.IdleConnTimeout)
+	}
+}
+
 // The idle timeout counts from the end of a response, never cutting one:
 // not while the server thinks, nor while the body comes slowly.
 func TestHTTP3IdleConnTimeoutSparesRequests(t *testing.T) {

@@ -24,14 +24,17 @@ type innerSet struct {
 
 type innerTransport struct {
 	target target
-	rt     http.RoundTripper
+	rt     http.RoundTripper // as built: what Close and CloseIdleConnections reach
+	// send is what requests go through: rt, or the transport a
+	// tcpTransport wraps, so a remembered request makes one call, not two.
+	send http.RoundTripper
 }
 
-func (s *innerSet) find(tgt target) http.RoundTripper {
+func (s *innerSet) find(tgt target) *innerTransport {
 	if list := s.list.Load(); list != nil {
-		for _, it := range *list {
-			if it.target == tgt {
-				return it.rt
+		for i := range *list {
+			if (*list)[i].target == tgt {
+				return &(*list)[i]
 			}
 		}
 	}
@@ -40,26 +43,48 @@ func (s *innerSet) find(tgt target) http.RoundTripper {
 
 // get returns the transport for tgt, building it with build on first use.
 func (s *innerSet) get(tgt target, build func() http.RoundTripper) (http.RoundTripper, error) {
-	if rt := s.find(tgt); rt != nil {
-		return rt, nil
+	it, err := s.entry(tgt, build)
+	if err != nil {
+		return nil, err
+	}
+	return it.rt, nil
+}
+
+// sender is get for sending a request: what the transport for tgt sends
+// through.
+func (s *innerSet) sender(tgt target, build func() http.RoundTripper) (http.RoundTripper, error) {
+	it, err := s.entry(tgt, build)
+	if err != nil {
+		return nil, err
+	}
+	return it.send, nil
+}
+
+func (s *innerSet) entry(tgt target, build func() http.RoundTripper) (*innerTransport, error) {
+	if it := s.find(tgt); it != nil {
+		return it, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	if rt := s.find(tgt); rt != nil {
-		return rt, nil
+	if it := s.find(tgt); it != nil {
+		return it, nil
 	}
 	var list []innerTransport
 	if old := s.list.Load(); old != nil {
 		list = slices.Clone(*old)
 	}
 	rt := build()
-	list = append(list, innerTransport{tgt, rt})
+	send := rt
+	if tcp, ok := rt.(*tcpTransport); ok {
+		send = tcp.RoundTripper
+	}
+	list = append(list, innerTransport{tgt, rt, send})
 	s.list.Store(&list)
 	s.built.Add(1)
-	return rt, nil
+	return &list[len(list)-1], nil
 }
 
 // all returns the transports built so far.

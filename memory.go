@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -34,8 +35,11 @@ type memoryEntry struct {
 // written once per origin learned, so lookups take no lock: each of its
 // shards is a map replaced whole, under mu, by a write to it. Sharding
 // keeps a write's copy small when a client meets thousands of origins.
-// Slots are found by a hash of the host (origin.host), so a lookup hashes
-// one string; a host has a slot per scheme and virtual host. The memory is
+// Slots are found by a hash of the host and, when the Host header differs,
+// of that virtual host too: a request hashes one string unless it names
+// another Host, and a reverse proxy's thousands of virtual hosts behind one
+// backend address get a slot each, not one list scanned and copied whole
+// on every lookup and put (#15). The memory is
 // bounded by an approximate LRU: every put starts a new epoch, a slot
 // notes the epoch it was last used in, and when the memory is full the one
 // used longest ago among a sample of 32 goes. golang-lru's caches are not used: their
@@ -49,6 +53,11 @@ type memory struct {
 	count  atomic.Int32                                           // n, read without the lock on every request
 	shards [memoryShards]atomic.Pointer[map[uint64][]*memorySlot] // never written in place
 	epoch  atomic.Uint64                                          // bumped by every put
+	// last is the slot put last, or nil once removed: looked at before
+	// hashing, so that a client talking to the one origin it learned finds
+	// it in one load, not a hash and a map probe (#15). Written by writers
+	// only, never by lookups, so that many goroutines share its line.
+	last atomic.Pointer[memorySlot]
 
 	mu sync.Mutex // serialises writers: put, forget; guards n
 	n  int        // slots in all shards
@@ -71,35 +80,48 @@ func (m *memory) empty() bool {
 	return m.count.Load() == 0
 }
 
-// shardOf returns o's host hash and the shard it lives in.
+// shardOf returns o's hash and the shard it lives in.
 func (m *memory) shardOf(o origin) (uint64, *atomic.Pointer[map[uint64][]*memorySlot]) {
 	h := maphash.String(m.seed, o.host)
+	if o.vhost != "" {
+		h ^= bits.RotateLeft64(maphash.String(m.seed, o.vhost), 1) // rotated: host and vhost do not cancel out
+	}
 	return h, &m.shards[h%memoryShards]
 }
 
 // lookup returns what o demanded, unless it has expired by now.
 func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
+	e := m.last.Load()
+	if e == nil || e.origin != o {
+		if e = m.slotOf(o); e == nil {
+			return candidate{}, false
+		}
+	}
+	if !now.Before(e.expires) {
+		m.forgetSlot(e)
+		return candidate{}, false
+	}
+	// Written only when it changes, so that many goroutines on one
+	// origin share its cache line rather than fight over it.
+	if epoch := m.epoch.Load(); e.used.Load() != epoch {
+		e.used.Store(epoch)
+	}
+	return e.via, true
+}
+
+// slotOf returns o's slot, or nil.
+func (m *memory) slotOf(o origin) *memorySlot {
 	h, shard := m.shardOf(o)
 	slots := shard.Load()
 	if slots == nil {
-		return candidate{}, false
+		return nil
 	}
 	for _, e := range (*slots)[h] {
-		if e.origin != o {
-			continue
+		if e.origin == o {
+			return e
 		}
-		if !now.Before(e.expires) {
-			m.forgetSlot(e)
-			return candidate{}, false
-		}
-		// Written only when it changes, so that many goroutines on one
-		// origin share its cache line rather than fight over it.
-		if epoch := m.epoch.Load(); e.used.Load() != epoch {
-			e.used.Store(epoch)
-		}
-		return e.via, true
 	}
-	return candidate{}, false
+	return nil
 }
 
 // put remembers that o answered over entry.via until entry.expires. A full
@@ -118,6 +140,7 @@ func (m *memory) put(o origin, entry memoryEntry) {
 	next := copyShard(shard)
 	next[h] = append(slices.Clip(next[h]), e)
 	shard.Store(&next)
+	m.last.Store(e)
 	m.n++
 	m.count.Store(int32(m.n))
 }
@@ -151,6 +174,9 @@ func (m *memory) remove(o origin) {
 	i := slices.IndexFunc(slots, func(e *memorySlot) bool { return e.origin == o })
 	if i < 0 {
 		return
+	}
+	if m.last.Load() == slots[i] {
+		m.last.Store(nil)
 	}
 	next := copyShard(shard)
 	if len(slots) == 1 {

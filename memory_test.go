@@ -657,3 +657,60 @@ func TestLRUKeepsTheEntryJustUsed(t *testing.T) {
 		t.Errorf("the entry used most recently was evicted in %d of %d rounds, want 0 (least recently used first)", wrong, rounds)
 	}
 }
+
+// Virtual hosts behind one address, as a reverse proxy sends them, each get
+// a slot of their own: a lookup does not scan the others (#15).
+func TestMemorySpreadsVirtualHosts(t *testing.T) {
+	m := newMemory(defaultMemorySize, time.Hour)
+	e := memoryEntry{via: candidate{offer: Protocol{Name: "HTTP", Version: "2"}}, expires: time.Now().Add(time.Hour)}
+	for i := range 1000 {
+		m.put(origin{secure: true, host: "backend:8443", vhost: fmt.Sprintf("site-%d.example", i)}, e)
+	}
+	longest := 0
+	for i := range m.shards {
+		if p := m.shards[i].Load(); p != nil {
+			for _, slots := range *p {
+				longest = max(longest, len(slots))
+			}
+		}
+	}
+	if longest > 2 {
+		t.Errorf("a lookup scans %d slots for 1000 virtual hosts on one address, want at most 2", longest)
+	}
+}
+
+// The slot put last, looked at before the map, never outlives its removal
+// and always holds the newest entry.
+func TestMemoryLastSlot(t *testing.T) {
+	now := time.Now()
+	h2 := memoryEntry{via: candidate{offer: Protocol{Name: "HTTP", Version: "2"}}, expires: now.Add(time.Hour)}
+	h3 := memoryEntry{via: candidate{offer: Protocol{Name: "HTTP", Version: "3"}}, expires: now.Add(time.Hour)}
+	a := origin{secure: true, host: "a.example"}
+	b := origin{secure: true, host: "b.example"}
+
+	m := newMemory(1, time.Hour)
+	m.put(a, h2)
+	m.forget(a)
+	if _, ok := m.lookup(a, now); ok {
+		t.Error("forgotten origin still found")
+	}
+	m.put(a, h2)
+	m.put(a, h3)
+	if via, ok := m.lookup(a, now); !ok || via.offer != h3.via.offer {
+		t.Errorf("after two puts: %v, %v; want the second", via.offer, ok)
+	}
+	m.put(b, h2) // evicts a
+	if _, ok := m.lookup(a, now); ok {
+		t.Error("evicted origin still found")
+	}
+	if _, ok := m.lookup(b, now); !ok {
+		t.Error("origin put last not found")
+	}
+	m.put(a, memoryEntry{via: h2.via, expires: now.Add(-time.Second)}) // evicts b; already expired
+	if _, ok := m.lookup(a, now); ok {
+		t.Error("expired origin found")
+	}
+	if _, ok := m.lookup(a, now); ok || m.last.Load() != nil {
+		t.Error("an expired slot put last was not dropped by the lookup that saw it expire")
+	}
+}

@@ -29,16 +29,6 @@ import (
 // HTTP/3 is marked broken for the address.
 var errQUICSlow = errors.New("upgrade: QUIC handshake slower than TCP; TCP goes instead")
 
-// quicOnlyKey marks the context of an HTTP/3 attempt that no TCP protocol
-// stands behind (a 426 that offers HTTP/3 alone): its handshake has the
-// whole HTTP3HandshakeTimeout and nothing races it. Marking the rare case
-// keeps the remembered path free of a context per request.
-type quicOnlyKey struct{}
-
-func quicOnly(ctx context.Context) context.Context {
-	return context.WithValue(ctx, quicOnlyKey{}, true)
-}
-
 // contenderKey carries, in the context of an HTTP/3 replay, the target of
 // the next candidate: the TCP protocol that races it. A remembered route
 // carries none; Base stands behind it, and asBase races for Base.
@@ -96,14 +86,17 @@ type quicResult struct {
 
 // dialRacing dials QUIC to addr with dialQUIC and, unless it is done
 // within the delay, races it against the TCP contender. Without a TCP
-// protocol behind (quicOnly) or with no delay, QUIC dials alone. The race
-// ends with ctx, the dial's, or caller, the context of the request that
-// caused the dial (nil if none): once the request is gone, nobody would
-// take a TCP connection, and QUIC goes on alone, as quic-go dials on.
-func (h *http3Transport) dialRacing(ctx, caller context.Context, addr string, dialQUIC func(context.Context) (*quic.Conn, error)) (*quic.Conn, error) {
-	if h.fallbackDelay <= 0 || h.racers == nil || ctx.Value(quicOnlyKey{}) != nil {
+// protocol behind (a 426 that offered HTTP/3 alone: info.quicOnly) or with
+// no delay, QUIC dials alone, with the whole HTTP3HandshakeTimeout. The
+// race ends with ctx, the dial's, or info.caller, the context of the
+// request that caused the dial (nil if none): once the request is gone,
+// nobody would take a TCP connection, and QUIC goes on alone, as quic-go
+// dials on.
+func (h *http3Transport) dialRacing(ctx context.Context, info dialInfo, addr string, dialQUIC func(context.Context) (*quic.Conn, error)) (*quic.Conn, error) {
+	if h.fallbackDelay <= 0 || h.racers == nil || info.quicOnly {
 		return dialQUIC(ctx)
 	}
+	caller := info.caller
 	start := time.Now()
 	quicCtx, stopQUIC := context.WithCancel(ctx)
 	defer stopQUIC()

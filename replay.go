@@ -170,7 +170,11 @@ func (s *replayBody) next() (io.ReadCloser, error) {
 }
 
 // done ends the request: whoever holds the one-shot body last closes it.
-func (s *replayBody) done() { s.current.release() }
+func (s *replayBody) done() {
+	if s.current != nil { // checked here, inlined: most requests have no one-shot body
+		s.current.release()
+	}
+}
 
 // replayedKey marks the context of a replayed request, so that no
 // Transport, nested inside this one or around it, upgrades it again: one
@@ -211,6 +215,9 @@ var hopByHop = []string{"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection
 // so that a request without them is sent without a copy. It runs on every
 // remembered request: a short header is scanned rather than probed six times.
 func hasHopByHop(h http.Header) bool {
+	if len(h) == 0 {
+		return false // without starting a map iteration
+	}
 	if len(h) <= len(hopByHop) {
 		for name, values := range h {
 			switch name {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net/http"
 	"reflect"
+	"sync/atomic"
 	"time"
 )
 
@@ -143,8 +144,16 @@ func WithTrace(ctx context.Context, trace *Trace) context.Context {
 	if old := ContextTrace(ctx); old != nil {
 		trace = trace.compose(old)
 	}
+	if !traced.Load() {
+		traced.Store(true) // written once, as every request reads it
+	}
 	return context.WithValue(ctx, traceKey{}, trace)
 }
+
+// traced is set once WithTrace has made a context with a trace: until
+// then no context can hold one (traceKey is unexported), and a request
+// need not walk its context's chain to learn that it has none.
+var traced atomic.Bool
 
 // ContextTrace returns the Trace of ctx, or nil.
 func ContextTrace(ctx context.Context) *Trace {
@@ -159,6 +168,9 @@ var noTrace = &Trace{}
 // check for nil. Hooks are called as "if trace.Hook != nil { trace.Hook(…) }",
 // so that a request without a hook builds no argument for it.
 func traceFrom(ctx context.Context) *Trace {
+	if !traced.Load() {
+		return noTrace
+	}
 	if trace := ContextTrace(ctx); trace != nil {
 		return trace
 	}

@@ -249,18 +249,15 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
 	}
 	out := r.bodies.first()
-	if via.quicOnly {
-		// The origin offered HTTP/3 alone: Base would meet the same 426,
-		// so the handshake gets the whole setup bound.
-		out = out.WithContext(quicOnly(out.Context()))
-	}
 	if via.target.multiplexed() && hasHopByHop(out.Header) {
 		out = out.Clone(out.Context())
 		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
 		removeHopByHop(out.Header)
 	}
 	resp, err := t.sendOver(out, via)
-	t.noteOutcome(r, via.target, err)
+	if err != nil || t.broken.any() { // a response with nothing marked has nothing to clear
+		t.noteOutcome(r, via.target, err)
+	}
 	switch {
 	case err == nil && resp.StatusCode == http.StatusUpgradeRequired:
 		t.forget(r, via, nil)
@@ -303,21 +300,29 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	if !ok {
 		return candidate{}, false
 	}
-	route := situation{needsHTTP1: needsHTTP1(r.req), ownDialer: t.ownDialer()}
+	route := situation{needsHTTP1: needsHTTP1(r.req)}
+	route.ownDialer = via.target.ownSocket() && t.ownDialer() // asked only where it matters
 	via.target = forRequest(via.target, route.needsHTTP1)
 	route.proxied = via.target.directRoute() && t.proxied(r.req)
 	if refuseRoute(via.target, route) != nil {
 		return candidate{}, false
 	}
-	if t.CheckUpgrade != nil {
-		// What the hook would veto after a 426 it vetoes before one: the
-		// memory never changes an answer.
-		order, err := t.CheckUpgrade(r.req, demandResponse(r.req, via.demands()), []Protocol{via.offer})
-		if err != nil || len(picked([]candidate{via}, order)) == 0 {
-			return candidate{}, false
-		}
+	if t.CheckUpgrade != nil && !t.stillAllowed(r.req, via) {
+		return candidate{}, false
 	}
 	return via, true
+}
+
+// stillAllowed asks CheckUpgrade whether it allows via for req: what the
+// hook would veto after a 426 it vetoes before one, so the memory never
+// changes an answer. Kept out of recall, and out of its stack frame: the
+// 426 it builds would triple the frame of every remembered request, and a
+// fresh goroutine's first request would grow its stack for it (#15).
+//
+//go:noinline
+func (t *Transport) stillAllowed(req *http.Request, via candidate) bool {
+	order, err := t.CheckUpgrade(req, demandResponse(req, via.demands()), []Protocol{via.offer})
+	return err == nil && len(picked([]candidate{via}, order)) > 0
 }
 
 // upgrade handles a 426: it decides what to try and, if anything, drains
@@ -455,8 +460,7 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 			if next := slices.IndexFunc(candidates[i+1:], func(next candidate) bool { return !next.target.ownSocket() }); next >= 0 {
 				ctx = raceWith(ctx, candidates[i+1+next].target) // a slow QUIC handshake races it (race.go)
 			} else {
-				ctx = quicOnly(ctx) // no TCP protocol behind it: the whole setup bound
-				c.quicOnly = true   // and so when it is remembered
+				c.quicOnly = true // no TCP protocol behind it, now and when remembered: the whole setup bound
 			}
 		}
 		out := r.req.Clone(ctx)
@@ -508,7 +512,7 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 // connection carries the connectError mark (dial.go).
 func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, error) {
 	tgt := c.target
-	rt, err := t.inner.get(tgt, func() http.RoundTripper { return kinds[tgt.kind].build(t, tgt) })
+	rt, err := t.inner.sender(tgt, func() http.RoundTripper { return kinds[tgt.kind].build(t, tgt) })
 	if err != nil {
 		if out.Body != nil {
 			out.Body.Close() // no transport took it, and RoundTrip must close it
@@ -521,8 +525,8 @@ func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, er
 	if !tgt.directRoute() && t.proxied(out) {
 		rt = throughProxy{rt}
 	}
-	if h3, ok := rt.(*http3Transport); ok && c.alt != "" {
-		return h3.roundTripVia(out, c.alt)
+	if h3, ok := rt.(*http3Transport); ok {
+		return h3.roundTripVia(out, c.alt, c.quicOnly)
 	}
 	return rt.RoundTrip(out)
 }
