@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -153,46 +154,54 @@ func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
 	if !ok || t.IgnoreAltSvc {
 		return
 	}
-	alts, clear := parseAltSvc(lines)
-	if r.origin == (origin{}) {
-		r.origin = originOf(r.req)
-	}
 	m := t.memory()
 	if m == nil {
 		return
 	}
-	via, remembered := m.lookup(r.origin, t.recent())
-	if clear {
-		if remembered && via.target.kind == targetHTTP3 && via.offer.Is("h3", "") {
-			t.forgetAltSvc(r, via)
+	if r.origin == (origin{}) {
+		r.origin = originOf(r.req)
+	}
+	h3 := target{kind: targetHTTP3}
+	if via, remembered := m.lookup(r.origin, t.recent()); remembered {
+		// What a 426 demanded, or an earlier advertisement taught: only an
+		// advertisement's "clear" of its own changes it.
+		if via.target.kind == targetHTTP3 && via.offer.Is("h3", "") && slices.ContainsFunc(lines, mayClear) {
+			if _, clear := parseAltSvc(lines); clear {
+				t.forgetAltSvc(r, via)
+			}
 		}
 		return
 	}
-	if remembered {
-		return // a 426's demand, or what an earlier advertisement taught
+	// Before the header is parsed: a server repeats it on every response,
+	// and one that may not be followed should cost no more than this.
+	route := t.situationOf(r.req, resp.ProtoMajor, tlsVersion(resp))
+	route.needsHTTP1 = false // the advertisement is for the origin, not for this request
+	if refuseRoute(h3, route) != nil || t.broken.isBroken(brokenKeyOf(r.origin, h3), t.clock()) {
+		return // a broken mark outlives any advertisement
 	}
+	alts, _ := parseAltSvc(lines)
 	for _, alt := range alts {
 		authority, ok := alternativeFor(r.req.URL, alt)
 		if !ok {
 			continue
 		}
-		h3 := candidate{offer: Protocol{Name: "h3"}, target: target{kind: targetHTTP3}, alt: authority}
-		route := t.situationOf(r.req, resp.ProtoMajor, tlsVersion(resp))
-		route.needsHTTP1 = false // the advertisement is for the origin, not for this request
-		if alt.maxAge <= 0 || refuseRoute(h3.target, route) != nil ||
-			t.broken.isBroken(brokenKeyOf(r.origin, h3.target), t.clock()) {
-			return // a broken mark outlives any advertisement
+		if alt.maxAge <= 0 {
+			return
 		}
-		m.put(r.origin, memoryEntry{via: h3, expires: t.clock().Add(alt.maxAge)})
+		via := candidate{offer: Protocol{Name: "h3"}, target: h3, alt: authority}
+		m.put(r.origin, memoryEntry{via: via, expires: t.clock().Add(alt.maxAge)})
 		if r.trace == nil {
 			r.trace = traceFrom(r.req.Context())
 		}
 		if r.trace.AltSvc != nil {
-			r.trace.AltSvc(AltSvcInfo{Origin: r.origin.String(), Protocol: h3.offer, Alternative: authority, MaxAge: alt.maxAge})
+			r.trace.AltSvc(AltSvcInfo{Origin: r.origin.String(), Protocol: via.offer, Alternative: authority, MaxAge: alt.maxAge})
 		}
 		return
 	}
 }
+
+// mayClear reports whether an Alt-Svc line may be "clear", without parsing it.
+func mayClear(line string) bool { return strings.Contains(line, "clear") }
 
 // alternativeFor returns where HTTP/3 is reached for the origin of u when
 // alt advertises it: "" for the origin's own host and port, else host:port.
