@@ -154,12 +154,15 @@ func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
 	if !ok || t.IgnoreAltSvc {
 		return
 	}
+	if r.origin == (origin{}) {
+		r.origin = originOf(r.req)
+	}
+	if last := t.altSvcRefused.Load(); last != nil && last.repeats(r.origin, lines, t.recent()) {
+		return
+	}
 	m := t.memory()
 	if m == nil {
 		return
-	}
-	if r.origin == (origin{}) {
-		r.origin = originOf(r.req)
 	}
 	h3 := target{kind: targetHTTP3}
 	if via, remembered := m.lookup(r.origin, t.recent()); remembered {
@@ -176,7 +179,13 @@ func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
 	// and one that may not be followed should cost no more than this.
 	route := t.situationOf(r.req, resp.ProtoMajor, tlsVersion(resp))
 	route.needsHTTP1 = false // the advertisement is for the origin, not for this request
-	if refuseRoute(h3, route) != nil || t.broken.isBroken(brokenKeyOf(r.origin, h3), t.clock()) {
+	if refuseRoute(h3, route) != nil {
+		return
+	}
+	if until, broken := t.broken.brokenUntil(brokenKeyOf(r.origin, h3), t.clock()); broken {
+		if len(lines) == 1 {
+			t.altSvcRefused.Store(&refusedAltSvc{origin: r.origin, value: lines[0], until: until})
+		}
 		return // a broken mark outlives any advertisement
 	}
 	alts, _ := parseAltSvc(lines)
@@ -198,6 +207,21 @@ func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
 		}
 		return
 	}
+}
+
+// refusedAltSvc is an advertisement a broken mark refused, until the mark
+// ends. A server repeats its Alt-Svc on every response, every one of them
+// while its UDP is blocked: recognising the same line for the same origin
+// costs two comparisons, where deciding again costs a memory lookup and the
+// broken marks' lock.
+type refusedAltSvc struct {
+	origin origin
+	value  string
+	until  time.Time
+}
+
+func (a *refusedAltSvc) repeats(o origin, lines []string, now time.Time) bool {
+	return len(lines) == 1 && lines[0] == a.value && o == a.origin && now.Before(a.until)
 }
 
 // mayClear reports whether an Alt-Svc line may be "clear", without parsing it.

@@ -217,6 +217,25 @@ func TestAltSvc(t *testing.T) {
 			})
 		}
 	})
+	t.Run("learned again after the broken period", func(t *testing.T) {
+		s := altSvcServer(t, testserver.Config{DropUDP: true}, h3On)
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		tr.HTTP3FallbackDelay = 50 * time.Millisecond
+		clock := time.Now()
+		tr.now = func() time.Time { return clock }
+		var learned, forgot int
+		trace := &Trace{AltSvc: func(AltSvcInfo) { learned++ }, Forgot: func(MemoryInfo) { forgot++ }}
+		for range 3 { // learns, fails over QUIC and is marked, then goes over TCP
+			get(t, tr, s, trace)
+		}
+		clock = clock.Add(brokenPeriod + time.Second)
+		for range 2 { // learns again, and fails again
+			get(t, tr, s, trace)
+		}
+		if learned != 2 || forgot != 2 {
+			t.Errorf("learned %d times, forgot %d; want HTTP/3 tried once per broken period: 2 and 2", learned, forgot)
+		}
+	})
 	t.Run("nothing answers QUIC", func(t *testing.T) {
 		s := altSvcServer(t, testserver.Config{DropUDP: true}, h3On)
 		tr := newTransport(t, legacyBase(t, s.CertPool()))

@@ -51,13 +51,19 @@ func (b *brokenMarks) any() bool { return b.count.Load() > 0 }
 
 // isBroken reports whether key is marked broken at now.
 func (b *brokenMarks) isBroken(key brokenKey, now time.Time) bool {
+	_, broken := b.brokenUntil(key, now)
+	return broken
+}
+
+// brokenUntil returns when key's mark ends, if it is marked at now.
+func (b *brokenMarks) brokenUntil(key brokenKey, now time.Time) (time.Time, bool) {
 	if !b.any() {
-		return false
+		return time.Time{}, false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	mark, ok := b.marks.Peek(key)
-	return ok && now.Before(mark.until)
+	return mark.until, ok && now.Before(mark.until)
 }
 
 // fail marks key broken at now. Requests that were in flight together saw
@@ -116,6 +122,9 @@ func (t *Transport) noteOutcome(r *transportRequest, tgt target, err error) {
 	switch {
 	case err == nil:
 		t.broken.clear(brokenKeyOf(r.origin, tgt))
+		if tgt.kind == targetHTTP3 && t.altSvcRefused.Load() != nil {
+			t.altSvcRefused.Store(nil) // HTTP/3 works somewhere again: decide anew
+		}
 	case beforeConnection(err) && r.req.Context().Err() == nil:
 		t.broken.fail(brokenKeyOf(r.origin, tgt), t.clock())
 	}

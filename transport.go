@@ -128,6 +128,8 @@ type Transport struct {
 	inner  innerSet    // one transport per target (inner.go)
 	broken brokenMarks // offers that failed lately, per origin (broken.go)
 
+	altSvcRefused atomic.Pointer[refusedAltSvc] // the last advertisement a broken mark refused (altsvc.go)
+
 	memoryOnce sync.Once
 	mem        atomic.Pointer[memory] // nil until something is learned or imported (memory.go)
 
