@@ -135,6 +135,7 @@ type dialContext struct{}
 type dialInfo struct {
 	key      string // the request's pool key: the dial checks that quic-go pools under it
 	quicOnly bool   // no TCP protocol stands behind the request: nothing races QUIC
+	tcpAddr  string // the address net/http dials for the request, for a TCP contender
 	// caller is the request's context. quic-go (v0.65.0) dials under a
 	// context without its cancel, as the dial is shared by every request
 	// to the host; the TCP contender is the request's, and goes with it.
@@ -173,7 +174,7 @@ func (h *http3Transport) roundTripVia(req *http.Request, alt string, quicOnly bo
 
 	out := req
 	if dialing {
-		out = req.WithContext(context.WithValue(req.Context(), dialContext{}, dialInfo{key: key, quicOnly: quicOnly, caller: req.Context()}))
+		out = req.WithContext(context.WithValue(req.Context(), dialContext{}, dialInfo{key: key, quicOnly: quicOnly, tcpAddr: tcpAddrOf(req.URL), caller: req.Context()}))
 	}
 	// The response's one allocation also holds what the request needs, and
 	// only a request with a body needs more than the response's few words.
@@ -528,6 +529,22 @@ func poolKey(u *url.URL) string {
 	}
 	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 		return host + ":" + port
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// tcpAddrOf is the address net/http dials for u (its canonicalAddr): the
+// host in IDNA's lookup form, lower-cased, and port 443 when none is given.
+// quic-go's pool key keeps the case of a Unicode host, and an empty port.
+func tcpAddrOf(u *url.URL) string {
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "443"
+	}
+	if !isASCII(host) {
+		if a, err := idna.Lookup.ToASCII(host); err == nil {
+			host = a
+		}
 	}
 	return net.JoinHostPort(host, port)
 }

@@ -125,6 +125,11 @@ func (h *http3Transport) dialRacing(ctx context.Context, info dialInfo, addr str
 		q := <-quicDone
 		return q.conn, q.err
 	}
+	// The TCP contender dials, and parks under, the address net/http will
+	// ask its dialer for, which is not always quic-go's pool key.
+	if info.tcpAddr != "" {
+		addr = info.tcpAddr
+	}
 	pre := startPredial(race, tcp.dialTLS, addr)
 	raced := h.raceReport(ctx, addr, start)
 	select {

@@ -384,3 +384,29 @@ func TestRaceCancelledLeavesNoContender(t *testing.T) {
 		})
 	}
 }
+
+// A TCP contender dials, and parks its connection under, the very address
+// net/http asks its dialer for, which quic-go's pool key is not always.
+func TestTCPAddrIsNetHTTPs(t *testing.T) {
+	for _, raw := range []string{
+		"https://127.0.0.1:8443/",
+		"https://Example.COM/",
+		"https://B\u00fccher.example/",
+		"https://host:/",
+		"https://[::1]:8443/",
+	} {
+		var dialed string
+		tr := &http.Transport{DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
+			dialed = addr
+			return nil, errors.New("no dial in this test")
+		}}
+		req, err := http.NewRequest("GET", raw, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.RoundTrip(req)
+		if got := tcpAddrOf(req.URL); got != dialed {
+			t.Errorf("%s: tcpAddrOf %q, net/http dials %q", raw, got, dialed)
+		}
+	}
+}
