@@ -163,6 +163,39 @@ func TestHTTP3FallbackAndBrokenMark(t *testing.T) {
 	}
 }
 
+// A route remembered for one virtual host is not taken while its path is
+// marked broken for another on the same address: the request goes through
+// Base at once, dialing no QUIC.
+func TestRememberedRouteSkipsBrokenPath(t *testing.T) {
+	s := startServer(t, testserver.Config{TLS: true, DropUDP: true})
+	tr := newTransport(t, legacyBase(t, s.CertPool()))
+	tr.HTTP3FallbackDelay = 50 * time.Millisecond
+	file := `{"version":1,"entries":[` +
+		`{"origin":"` + s.URL + `","protocol":"HTTP/3","expires":"2999-01-01T00:00:00Z"},` +
+		`{"origin":"` + s.URL + `","host":"other.test","protocol":"HTTP/3","expires":"2999-01-01T00:00:00Z"}]}`
+	if n, _, err := tr.ImportMemory(strings.NewReader(file)); n != 2 || err != nil {
+		t.Fatalf("imported %d: %v", n, err)
+	}
+	get := func(host string) {
+		t.Helper()
+		req := newRequest(t, testContext(t), "GET", s.URL, nil)
+		req.Host = host
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readAll(t, resp); resp.Proto != "HTTP/1.1" {
+			t.Fatalf("got %s, want HTTP/1.1 through Base", resp.Proto)
+		}
+	}
+	get("") // QUIC gets no answer: TCP wins, HTTP/3 is marked broken
+	tried := h3Of(t, tr).tried.Load()
+	get("other.test")
+	if n := h3Of(t, tr).tried.Load() - tried; n != 0 {
+		t.Errorf("another Host dialed QUIC %d times while the path was marked broken, want none", n)
+	}
+}
+
 func TestHTTP3Failures(t *testing.T) {
 	otherCA, err := testserver.NewCA()
 	if err != nil {

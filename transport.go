@@ -309,6 +309,11 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 	if refuseRoute(via.target, route) != nil {
 		return candidate{}, false
 	}
+	if t.broken.any() && t.broken.isBroken(brokenKeyOf(r.origin, via.target), t.recent()) {
+		// What broke is the path to the address: another virtual host
+		// behind it, or an imported route, does not try it again.
+		return candidate{}, false
+	}
 	if t.CheckUpgrade != nil && !t.stillAllowed(r.req, via) {
 		return candidate{}, false
 	}
