@@ -365,6 +365,20 @@ func remember(t testing.TB, tr *Transport, origin, protocol string) {
 	}
 }
 
+// getAs sends a GET for url with the Host header host (the URL's when
+// empty) and reads the response.
+func getAs(t testing.TB, tr *Transport, url, host string) *http.Response {
+	t.Helper()
+	req := newRequest(t, testContext(t), "GET", url, nil)
+	req.Host = host
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	return resp
+}
+
 // heldResponse writes "o", flushes, and finishes with "k\n" once release
 // is closed: a response still being read while a test acts.
 func heldResponse(release <-chan struct{}) http.Handler {

@@ -176,21 +176,11 @@ func TestRememberedRouteSkipsBrokenPath(t *testing.T) {
 	if n, _, err := tr.ImportMemory(strings.NewReader(file)); n != 2 || err != nil {
 		t.Fatalf("imported %d: %v", n, err)
 	}
-	get := func(host string) {
-		t.Helper()
-		req := newRequest(t, testContext(t), "GET", s.URL, nil)
-		req.Host = host
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if readAll(t, resp); resp.Proto != "HTTP/1.1" {
-			t.Fatalf("got %s, want HTTP/1.1 through Base", resp.Proto)
-		}
-	}
-	get("") // QUIC gets no answer: TCP wins, HTTP/3 is marked broken
+	getAs(t, tr, s.URL, "") // QUIC gets no answer: TCP wins, HTTP/3 is marked broken
 	tried := h3Of(t, tr).tried.Load()
-	get("other.test")
+	if resp := getAs(t, tr, s.URL, "other.test"); resp.Proto != "HTTP/1.1" {
+		t.Errorf("got %s, want HTTP/1.1 through Base", resp.Proto)
+	}
 	if n := h3Of(t, tr).tried.Load() - tried; n != 0 {
 		t.Errorf("another Host dialed QUIC %d times while the path was marked broken, want none", n)
 	}
@@ -804,17 +794,24 @@ func slowHandshakeBase(t *testing.T, ca *testserver.CA, delay time.Duration) *ht
 	return base
 }
 
-// HTTP/3 learned from a 426 that offered it alone keeps the whole setup
-// bound when remembered: Base behind it would only meet that 426 again.
-func TestHTTP3AloneKeepsTheWholeBoundWhenRemembered(t *testing.T) {
+// http3AloneServer demands HTTP/3 and offers it alone, and asks for a
+// client certificate from the CA it returns, so that a client can make its
+// handshakes slow.
+func http3AloneServer(t *testing.T) (*testserver.Server, *testserver.CA) {
 	ca, err := testserver.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startServer(t, testserver.Config{
+	return startServer(t, testserver.Config{
 		TLS: true, HTTP3: true, CA: ca, ClientCAs: ca.CertPool(),
 		Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"},
-	})
+	}), ca
+}
+
+// HTTP/3 learned from a 426 that offered it alone keeps the whole setup
+// bound when remembered: Base behind it would only meet that 426 again.
+func TestHTTP3AloneKeepsTheWholeBoundWhenRemembered(t *testing.T) {
+	s, ca := http3AloneServer(t)
 	tr := newTransport(t, slowHandshakeBase(t, ca, 500*time.Millisecond))
 
 	resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
@@ -851,14 +848,7 @@ func TestHTTP3AloneKeepsTheWholeBoundWhenRemembered(t *testing.T) {
 // QUIC handshake slower than the fallback delay and TCP fast, a race would
 // let TCP win and meet that 426 again, with HTTP/3 then marked broken.
 func TestHTTP3AloneKeepsTheWholeBoundAcrossExport(t *testing.T) {
-	ca, err := testserver.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := startServer(t, testserver.Config{
-		TLS: true, HTTP3: true, CA: ca, ClientCAs: ca.CertPool(),
-		Require: testserver.RequireHTTP3, Upgrade: []string{"HTTP/3"},
-	})
+	s, ca := http3AloneServer(t)
 	cert, err := ca.ClientCert("slow over QUIC")
 	if err != nil {
 		t.Fatal(err)

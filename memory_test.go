@@ -254,19 +254,9 @@ func TestMemoryKeysOnHostAndPort(t *testing.T) {
 	base := legacyBase(t, s.CertPool())
 	base.TLSClientConfig.ServerName = "localhost"
 	tr := newTransport(t, base)
-	get := func(host string) {
-		t.Helper()
-		req := newRequest(t, testContext(t), "GET", s.URL, nil)
-		req.Host = host
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		readAll(t, resp)
-	}
-	get("")
-	get("")
-	get("other.test")
+	getAs(t, tr, s.URL, "")
+	getAs(t, tr, s.URL, "")
+	getAs(t, tr, s.URL, "other.test")
 	if n := s.Refused(); n != 2 {
 		t.Errorf("server refused %d, want 2: the other Host is another origin", n)
 	}

@@ -42,36 +42,34 @@ func TestSlogTrace(t *testing.T) {
 	})
 }
 
-// An Alt-Svc learned is logged, with where and for how long.
-func TestSlogTraceAltSvc(t *testing.T) {
-	s := altSvcServer(t, testserver.Config{HTTP3: true}, func(port string) string { return `h3=":` + port + `"; ma=60` })
-	tr := newTransport(t, legacyBase(t, s.CertPool()))
-	var logs bytes.Buffer
-	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), SlogTrace(logger)), "GET", s.URL, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, resp)
-	if want := `msg="upgrade: Alt-Svc" origin=` + s.URL + ` protocol=h3 max_age=1m0s`; !strings.Contains(logs.String(), want) {
-		t.Errorf("log lacks %q:\n%s", want, logs.String())
-	}
+// Learning an Alt-Svc, and a race of QUIC against TCP, are logged with
+// what a reader needs: where, for how long, who won.
+func TestSlogTraceAltSvcAndRace(t *testing.T) {
+	t.Run("Alt-Svc", func(t *testing.T) {
+		s := altSvcServer(t, testserver.Config{HTTP3: true}, func(port string) string { return `h3=":` + port + `"; ma=60` })
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		wantLogged(t, tr, s.URL, `msg="upgrade: Alt-Svc" origin=`+s.URL+` protocol=h3 max_age=1m0s`)
+	})
+	t.Run("race", func(t *testing.T) {
+		s := startServer(t, testserver.Config{TLS: true, DropUDP: true})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		tr.HTTP3FallbackDelay = 50 * time.Millisecond
+		remember(t, tr, s.URL, "HTTP/3")
+		wantLogged(t, tr, s.URL, `msg="upgrade: QUIC raced TCP" addr=`+mustParse(s.URL).Host+` winner=TCP`)
+	})
 }
 
-// A race of QUIC against TCP is logged with its winner.
-func TestSlogTraceRace(t *testing.T) {
-	s := startServer(t, testserver.Config{TLS: true, DropUDP: true})
-	tr := newTransport(t, legacyBase(t, s.CertPool()))
-	tr.HTTP3FallbackDelay = 50 * time.Millisecond
-	remember(t, tr, s.URL, "HTTP/3")
+// wantLogged sends a GET to url with SlogTrace and fails unless the log has want.
+func wantLogged(t *testing.T, tr *Transport, url, want string) {
+	t.Helper()
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), SlogTrace(logger)), "GET", s.URL, nil))
+	resp, err := tr.RoundTrip(newRequest(t, WithTrace(testContext(t), SlogTrace(logger)), "GET", url, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	readAll(t, resp)
-	if want := `msg="upgrade: QUIC raced TCP" addr=` + mustParse(s.URL).Host + ` winner=TCP`; !strings.Contains(logs.String(), want) {
+	if !strings.Contains(logs.String(), want) {
 		t.Errorf("log lacks %q:\n%s", want, logs.String())
 	}
 }
