@@ -165,10 +165,10 @@ func (t *Transport) learnAltSvc(r *transportRequest, resp *http.Response) {
 		return
 	}
 	h3 := target{kind: targetHTTP3}
-	if via, remembered := m.lookup(r.origin, t.recent()); remembered {
+	if slot := m.lookup(r.origin, t.recent()); slot != nil {
 		// What a 426 demanded, or an earlier advertisement taught: only an
 		// advertisement's "clear" of its own changes it.
-		if via.target.kind == targetHTTP3 && via.offer.Is("h3", "") && slices.ContainsFunc(lines, mayClear) {
+		if via := &slot.via; via.target.kind == targetHTTP3 && via.offer.Is("h3", "") && slices.ContainsFunc(lines, mayClear) {
 			if _, clear := parseAltSvc(lines); clear {
 				t.forgetAltSvc(r, via)
 			}
@@ -280,7 +280,7 @@ func validHost(host string) bool {
 	return true
 }
 
-func (t *Transport) forgetAltSvc(r *transportRequest, via candidate) {
+func (t *Transport) forgetAltSvc(r *transportRequest, via *candidate) {
 	t.memory().forget(r.origin)
 	if r.trace == nil {
 		r.trace = traceFrom(r.req.Context())

@@ -50,16 +50,6 @@ func (s *innerSet) get(tgt target, build func() http.RoundTripper) (http.RoundTr
 	return it.rt, nil
 }
 
-// sender is get for sending a request: what the transport for tgt sends
-// through.
-func (s *innerSet) sender(tgt target, build func() http.RoundTripper) (http.RoundTripper, error) {
-	it, err := s.entry(tgt, build)
-	if err != nil {
-		return nil, err
-	}
-	return it.send, nil
-}
-
 func (s *innerSet) entry(tgt target, build func() http.RoundTripper) (*innerTransport, error) {
 	if it := s.find(tgt); it != nil {
 		return it, nil

@@ -26,8 +26,8 @@ const (
 
 // memoryEntry is what an origin demanded, and until when to believe it.
 type memoryEntry struct {
-	via     candidate
 	expires time.Time
+	via     candidate
 }
 
 // memory remembers per origin the protocol a replay succeeded over, so the
@@ -46,29 +46,37 @@ type memoryEntry struct {
 // lookups take a lock, and the expirable one starts a goroutine that never
 // exits.
 type memory struct {
-	ttl  time.Duration
-	size int
-
-	seed   maphash.Seed
-	count  atomic.Int32                                           // n, read without the lock on every request
-	shards [memoryShards]atomic.Pointer[map[uint64][]*memorySlot] // never written in place
-	epoch  atomic.Uint64                                          // bumped by every put
+	// What every lookup reads, together on one cache line (#15).
+	count atomic.Int32  // n, read without the lock on every request
+	epoch atomic.Uint64 // bumped by every put
 	// last is the slot put last, or nil once removed: looked at before
 	// hashing, so that a client talking to the one origin it learned finds
 	// it in one load, not a hash and a map probe (#15). Written by writers
 	// only, never by lookups, so that many goroutines share its line.
 	last atomic.Pointer[memorySlot]
+	seed maphash.Seed
 
-	mu sync.Mutex // serialises writers: put, forget; guards n
-	n  int        // slots in all shards
+	shards [memoryShards]atomic.Pointer[map[uint64][]*memorySlot] // never written in place
+
+	ttl  time.Duration
+	size int
+	mu   sync.Mutex // serialises writers: put, forget; guards n
+	n    int        // slots in all shards
 }
 
 const memoryShards = 64
 
+// memorySlot is one origin's entry. A remembered request reads its first
+// two cache lines only (#15): the key, when it was used, the inner
+// transport, the expiry and what sending reads of the candidate.
 type memorySlot struct {
 	origin origin
+	used   atomic.Uint64 // the epoch of the last lookup, or of the put
+	// inner is the inner transport via goes over, once a request found it
+	// built and the Transport's settings allow via: later requests neither
+	// look it up nor decide again what does not depend on them.
+	inner atomic.Pointer[innerTransport]
 	memoryEntry
-	used atomic.Uint64 // the epoch of the last lookup, or of the put
 }
 
 func newMemory(size int, ttl time.Duration) *memory {
@@ -89,24 +97,25 @@ func (m *memory) shardOf(o origin) (uint64, *atomic.Pointer[map[uint64][]*memory
 	return h, &m.shards[h%memoryShards]
 }
 
-// lookup returns what o demanded, unless it has expired by now.
-func (m *memory) lookup(o origin, now time.Time) (candidate, bool) {
+// lookup returns o's slot, or nil when nothing is remembered for o or it
+// has expired by now. The slot is shared: read it, never write it.
+func (m *memory) lookup(o origin, now time.Time) *memorySlot {
 	e := m.last.Load()
 	if e == nil || e.origin != o {
 		if e = m.slotOf(o); e == nil {
-			return candidate{}, false
+			return nil
 		}
 	}
 	if !now.Before(e.expires) {
 		m.forgetSlot(e)
-		return candidate{}, false
+		return nil
 	}
 	// Written only when it changes, so that many goroutines on one
 	// origin share its cache line rather than fight over it.
 	if epoch := m.epoch.Load(); e.used.Load() != epoch {
 		e.used.Store(epoch)
 	}
-	return e.via, true
+	return e
 }
 
 // slotOf returns o's slot, or nil.
@@ -302,7 +311,7 @@ func (t *Transport) learn(r *transportRequest, c candidate) {
 
 // forget drops what is remembered for the request's origin, because via
 // failed before a connection (err) or met a 426 (err is nil).
-func (t *Transport) forget(r *transportRequest, via candidate, err error) {
+func (t *Transport) forget(r *transportRequest, via *candidate, err error) {
 	if m := t.mem.Load(); m != nil {
 		m.forget(r.origin)
 	}

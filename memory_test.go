@@ -425,7 +425,7 @@ func BenchmarkMemory(b *testing.B) {
 		req := &http.Request{URL: &url.URL{Scheme: "https", Host: "host-0042.example.com"}, Host: "host-0042.example.com"}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, ok := tr.recall(&transportRequest{req: req}); !ok {
+			if via, _ := tr.recall(&transportRequest{req: req}); via == nil {
 				b.Fatal("not remembered")
 			}
 		}
@@ -614,7 +614,7 @@ func TestExpiredLookupKeepsAFreshPut(t *testing.T) {
 		close(start)
 		m.put(o, memoryEntry{via: via, expires: now.Add(time.Hour)}) // learned just now
 		<-done
-		if _, ok := m.lookup(o, now); !ok {
+		if m.lookup(o, now) == nil {
 			lost++
 		}
 	}
@@ -639,7 +639,7 @@ func TestLRUKeepsTheEntryJustUsed(t *testing.T) {
 		m.put(b, e)
 		m.lookup(a, now)
 		m.put(c, e)
-		if _, ok := m.lookup(a, now); !ok {
+		if m.lookup(a, now) == nil {
 			wrong++
 		}
 	}
@@ -681,26 +681,26 @@ func TestMemoryLastSlot(t *testing.T) {
 	m := newMemory(1, time.Hour)
 	m.put(a, h2)
 	m.forget(a)
-	if _, ok := m.lookup(a, now); ok {
+	if m.lookup(a, now) != nil {
 		t.Error("forgotten origin still found")
 	}
 	m.put(a, h2)
 	m.put(a, h3)
-	if via, ok := m.lookup(a, now); !ok || via.offer != h3.via.offer {
-		t.Errorf("after two puts: %v, %v; want the second", via.offer, ok)
+	if e := m.lookup(a, now); e == nil || e.via.offer != h3.via.offer {
+		t.Errorf("after two puts: %v; want the second", e)
 	}
 	m.put(b, h2) // evicts a
-	if _, ok := m.lookup(a, now); ok {
+	if m.lookup(a, now) != nil {
 		t.Error("evicted origin still found")
 	}
-	if _, ok := m.lookup(b, now); !ok {
+	if m.lookup(b, now) == nil {
 		t.Error("origin put last not found")
 	}
 	m.put(a, memoryEntry{via: h2.via, expires: now.Add(-time.Second)}) // evicts b; already expired
-	if _, ok := m.lookup(a, now); ok {
+	if m.lookup(a, now) != nil {
 		t.Error("expired origin found")
 	}
-	if _, ok := m.lookup(a, now); ok || m.last.Load() != nil {
+	if m.lookup(a, now) != nil || m.last.Load() != nil {
 		t.Error("an expired slot put last was not dropped by the lookup that saw it expire")
 	}
 }

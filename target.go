@@ -62,21 +62,25 @@ func (tgt target) directRoute() bool { return kinds[tgt.kind].directRoute }
 func (tgt target) ownSocket() bool   { return kinds[tgt.kind].ownSocket }
 
 // candidate is an offer the transport will try and where it goes.
+//
+// What sending reads comes first, so that a remembered request reads one
+// cache line of it (#15); the offers only name it.
 type candidate struct {
-	offer  Protocol
 	target target
-	// upgrade is, for targetInbandTLS, the Upgrade value the in-band switch
-	// asks for: the TLS tokens the server offered (inbandTokens).
-	upgrade string
-	// also is an earlier demand of the origin that target meets too
-	// (combine), such as TLS/1.3 for HTTP/2 over TLS 1.3; zero if none.
-	also Protocol
 	// quicOnly is set for HTTP/3 learned from a 426 that offered no TCP
 	// protocol: remembered, its handshake still gets the whole setup bound.
 	quicOnly bool
+	// upgrade is, for targetInbandTLS, the Upgrade value the in-band switch
+	// asks for: the TLS tokens the server offered (inbandTokens).
+	upgrade string
 	// alt is, for HTTP/3 learned from Alt-Svc, the host:port it is reached
 	// at when not the origin's own (alternativeFor).
 	alt string
+
+	offer Protocol
+	// also is an earlier demand of the origin that target meets too
+	// (combine), such as TLS/1.3 for HTTP/2 over TLS 1.3; zero if none.
+	also Protocol
 }
 
 // demands returns what c meets, as an Upgrade list: "HTTP/2", or

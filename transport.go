@@ -187,6 +187,10 @@ type transportRequest struct {
 	outgrown  *candidate
 	askedBase bool  // the request went through Base after the outgrown route's 426
 	refusal   error // Base's refused TLS handshake, when it stands for the 426
+
+	// remembered is set when the response came over the protocol
+	// remembered for the origin: an Alt-Svc on it has nothing to teach.
+	remembered bool
 }
 
 // RoundTrip sends req through Base, or straight over the protocol its
@@ -224,7 +228,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if err != nil || resp.StatusCode != http.StatusUpgradeRequired {
 		r.bodies.done()
-		if err == nil && resp.TLS != nil && resp.ProtoMajor < 3 {
+		if err == nil && resp.TLS != nil && resp.ProtoMajor < 3 && !r.remembered {
 			t.learnAltSvc(r, resp) // altsvc.go
 		}
 		return resp, err
@@ -242,8 +246,8 @@ var (
 // forgotten and the request goes through Base, if its body allows; or,
 // when HTTP/3 lost the race to a TCP connection, over that connection.
 func (t *Transport) send(r *transportRequest) (*http.Response, error) {
-	via, ok := t.recall(r)
-	if !ok {
+	via, inner := t.recall(r)
+	if via == nil {
 		return t.base().RoundTrip(r.bodies.first())
 	}
 	r.trace = traceFrom(r.req.Context())
@@ -252,21 +256,26 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	}
 	out := r.bodies.first()
 	if via.target.multiplexed() && hasHopByHop(out.Header) {
-		out = out.Clone(out.Context())
-		out.Trailer = r.req.Trailer // the caller's body may fill it in as it is read
-		removeHopByHop(out.Header)
+		out = withoutHopByHop(out, r.req)
 	}
-	resp, err := t.sendOver(out, via)
+	var resp *http.Response
+	var err error
+	if inner != nil {
+		resp, err = t.sendThrough(inner, out, via)
+	} else {
+		resp, err = t.sendOver(out, via)
+	}
 	if err != nil || t.broken.any() { // a response with nothing marked has nothing to clear
 		t.noteOutcome(r, via.target, err)
 	}
 	switch {
 	case err == nil && resp.StatusCode == http.StatusUpgradeRequired:
 		t.forget(r, via, nil)
-		outgrown := via // a copy, so that via stays on the stack on every other path
+		outgrown := *via // a copy: the slot may go
 		r.outgrown = &outgrown
 		return resp, nil
 	case err == nil:
+		r.remembered = true
 		return resp, nil
 	case !beforeConnection(err) || r.req.Context().Err() != nil:
 		return nil, err
@@ -284,30 +293,54 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	if tcpIsUp(err) {
 		// HTTP/3 lost its race: the TCP connection that won waits in
 		// asBase's transport, which Base's own dialer would not take.
-		return t.sendOver(again, candidate{target: asBase})
+		return t.sendOver(again, &candidate{target: asBase})
 	}
 	return t.base().RoundTrip(again)
 }
 
+// withoutHopByHop returns a copy of out without the headers of one HTTP/1.1
+// connection, for HTTP/2 and HTTP/3. Kept out of send: few requests carry
+// them.
+//
+//go:noinline
+func withoutHopByHop(out, caller *http.Request) *http.Request {
+	out = out.Clone(out.Context())
+	out.Trailer = caller.Trailer // the caller's body may fill it in as it is read
+	removeHopByHop(out.Header)
+	return out
+}
+
 // recall returns the protocol remembered for the request's origin when the
-// request may go over it, and CheckUpgrade, if set, still allows it. A
-// request with nothing remembered pays one atomic load.
-func (t *Transport) recall(r *transportRequest) (candidate, bool) {
+// request may go over it, and CheckUpgrade, if set, still allows it; with
+// it, the inner transport to send it through, if already known. A request
+// with nothing remembered pays one atomic load.
+//
+// The candidate is the memory's own, not a copy: a remembered request
+// reads a few words of it, and copying it through every frame would cost
+// stack (#15). Nothing writes it.
+func (t *Transport) recall(r *transportRequest) (*candidate, *innerTransport) {
 	m := t.mem.Load()
-	if m == nil || m.empty() || t.template() == nil {
-		return candidate{}, false
+	if m == nil || m.empty() {
+		return nil, nil
 	}
 	r.origin = originOf(r.req)
-	via, ok := m.lookup(r.origin, t.recent())
-	if !ok {
-		return candidate{}, false
+	slot := m.lookup(r.origin, t.recent())
+	if slot == nil {
+		return nil, nil
 	}
-	route := situation{needsHTTP1: needsHTTP1(r.req)}
-	route.ownDialer = via.target.ownSocket() && t.ownDialer() // asked only where it matters
-	via.target = forRequest(via.target, route.needsHTTP1)
-	route.proxied = via.target.directRoute() && t.proxied(r.req)
-	if refuseRoute(via.target, route) != nil {
-		return candidate{}, false
+	via := &slot.via
+	inner := slot.inner.Load()
+	needsHTTP1 := needsHTTP1(r.req)
+	if inner == nil || needsHTTP1 {
+		// What depends on the Transport's settings alone, decided again
+		// until the slot knows its inner transport.
+		var ok bool
+		if via, inner, ok = t.settle(slot, needsHTTP1); !ok {
+			return nil, nil
+		}
+	}
+	if via.target.directRoute() && t.proxied(r.req) {
+		return nil, nil // refuseRoute's ErrProxied
 	}
 	if t.broken.any() && t.broken.isBroken(brokenKeyOf(r.origin, via.target), t.recent()) {
 		// What broke is the path to the address: another virtual host
@@ -315,9 +348,42 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 		return candidate{}, false
 	}
 	if t.CheckUpgrade != nil && !t.stillAllowed(r.req, via) {
-		return candidate{}, false
+		return nil, nil
 	}
-	return via, true
+	return via, inner
+}
+
+// settle is recall's decision for a slot whose inner transport is not
+// known, or a request that needs HTTP/1.1: whether the Transport's settings
+// allow the slot's route for such a request, and the candidate fitted to it.
+// For a request that does not need HTTP/1.1 and a built inner transport,
+// the slot keeps it: the settings do not change after first use. Kept out
+// of recall, which every remembered request runs.
+//
+//go:noinline
+func (t *Transport) settle(slot *memorySlot, needsHTTP1 bool) (*candidate, *innerTransport, bool) {
+	if t.template() == nil {
+		return nil, nil, false
+	}
+	via := &slot.via
+	route := situation{needsHTTP1: needsHTTP1}
+	route.ownDialer = via.target.ownSocket() && t.ownDialer() // asked only where it matters
+	if tgt := forRequest(via.target, needsHTTP1); tgt != via.target {
+		fitted := *via
+		fitted.target = tgt
+		via = &fitted
+	}
+	if refuseRoute(via.target, route) != nil { // proxied is recall's to ask, per request
+		return nil, nil, false
+	}
+	if via != &slot.via {
+		return via, nil, true // fitted to this request alone
+	}
+	inner := t.inner.find(via.target)
+	if inner != nil && !needsHTTP1 {
+		slot.inner.Store(inner)
+	}
+	return via, inner, true
 }
 
 // stillAllowed asks CheckUpgrade whether it allows via for req: what the
@@ -327,9 +393,9 @@ func (t *Transport) recall(r *transportRequest) (candidate, bool) {
 // fresh goroutine's first request would grow its stack for it (#15).
 //
 //go:noinline
-func (t *Transport) stillAllowed(req *http.Request, via candidate) bool {
+func (t *Transport) stillAllowed(req *http.Request, via *candidate) bool {
 	order, err := t.CheckUpgrade(req, demandResponse(req, via.demands()), []Protocol{via.offer})
-	return err == nil && len(picked([]candidate{via}, order)) > 0
+	return err == nil && len(picked([]candidate{*via}, order)) > 0
 }
 
 // upgrade handles a 426: it decides what to try and, if anything, drains
@@ -476,7 +542,7 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 		if c.target.multiplexed() {
 			removeHopByHop(out.Header)
 		}
-		resp, err := t.sendOver(out, c)
+		resp, err := t.sendOver(out, &c)
 		t.noteOutcome(r, c.target, err)
 		if err == nil {
 			if resp.StatusCode != http.StatusUpgradeRequired {
@@ -515,21 +581,27 @@ func (t *Transport) replay(r *transportRequest, candidates []candidate, body io.
 	return nil, &UpgradeError{Offered: r.offered, Attempts: attempts, Response: r.resp426}
 }
 
-// sendOver sends out over the inner transport for c. A failure before any
-// connection carries the connectError mark (dial.go).
-func (t *Transport) sendOver(out *http.Request, c candidate) (*http.Response, error) {
+// sendOver sends out over the inner transport for c, built on first use. A
+// failure before any connection carries the connectError mark (dial.go).
+func (t *Transport) sendOver(out *http.Request, c *candidate) (*http.Response, error) {
 	tgt := c.target
-	rt, err := t.inner.sender(tgt, func() http.RoundTripper { return kinds[tgt.kind].build(t, tgt) })
+	inner, err := t.inner.entry(tgt, func() http.RoundTripper { return kinds[tgt.kind].build(t, tgt) })
 	if err != nil {
 		if out.Body != nil {
 			out.Body.Close() // no transport took it, and RoundTrip must close it
 		}
 		return nil, err
 	}
+	return t.sendThrough(inner, out, c)
+}
+
+// sendThrough sends out over inner, the inner transport for c.
+func (t *Transport) sendThrough(inner *innerTransport, out *http.Request, c *candidate) (*http.Response, error) {
 	if c.upgrade != "" {
 		out = withInbandUpgrade(out, c.upgrade)
 	}
-	if !tgt.directRoute() && t.proxied(out) {
+	rt := inner.send
+	if !c.target.directRoute() && t.proxied(out) {
 		rt = throughProxy{rt}
 	}
 	if h3, ok := rt.(*http3Transport); ok {
