@@ -76,7 +76,7 @@ type h3Host struct {
 	// idleArmed: idle is pending or running. It is armed once and left so
 	// while requests come and go, as hostIdle checks idleSince and active
 	// when it fires: stopping and resetting a timer on every request cost
-	// the remembered route two timer-heap updates each (#15).
+	// the remembered route two timer-heap updates each.
 	idleArmed bool
 }
 

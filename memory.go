@@ -39,19 +39,19 @@ type memoryEntry struct {
 // of that virtual host too: a request hashes one string unless it names
 // another Host, and a reverse proxy's thousands of virtual hosts behind one
 // backend address get a slot each, not one list scanned and copied whole
-// on every lookup and put (#15). The memory is
+// on every lookup and put. The memory is
 // bounded by an approximate LRU: every put starts a new epoch, a slot
 // notes the epoch it was last used in, and when the memory is full the one
 // used longest ago among a sample of 32 goes. golang-lru's caches are not used: their
 // lookups take a lock, and the expirable one starts a goroutine that never
 // exits.
 type memory struct {
-	// What every lookup reads, together on one cache line (#15).
+	// What every lookup reads, together on one cache line.
 	count atomic.Int32  // n, read without the lock on every request
 	epoch atomic.Uint64 // bumped by every put
 	// last is the slot put last, or nil once removed: looked at before
 	// hashing, so that a client talking to the one origin it learned finds
-	// it in one load, not a hash and a map probe (#15). Written by writers
+	// it in one load, not a hash and a map probe. Written by writers
 	// only, never by lookups, so that many goroutines share its line.
 	last atomic.Pointer[memorySlot]
 	seed maphash.Seed
@@ -67,7 +67,7 @@ type memory struct {
 const memoryShards = 64
 
 // memorySlot is one origin's entry. A remembered request reads its first
-// two cache lines only (#15): the key, when it was used, the inner
+// two cache lines only: the key, when it was used, the inner
 // transport, the expiry and what sending reads of the candidate.
 type memorySlot struct {
 	origin origin

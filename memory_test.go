@@ -649,7 +649,7 @@ func TestLRUKeepsTheEntryJustUsed(t *testing.T) {
 }
 
 // Virtual hosts behind one address, as a reverse proxy sends them, each get
-// a slot of their own: a lookup does not scan the others (#15).
+// a slot of their own: a lookup does not scan the others.
 func TestMemorySpreadsVirtualHosts(t *testing.T) {
 	m := newMemory(defaultMemorySize, time.Hour)
 	e := memoryEntry{via: candidate{offer: Protocol{Name: "HTTP", Version: "2"}}, expires: time.Now().Add(time.Hour)}

@@ -64,7 +64,7 @@ func (tgt target) ownSocket() bool   { return kinds[tgt.kind].ownSocket }
 // candidate is an offer the transport will try and where it goes.
 //
 // What sending reads comes first, so that a remembered request reads one
-// cache line of it (#15); the offers only name it.
+// cache line of it; the offers only name it.
 type candidate struct {
 	target target
 	// quicOnly is set for HTTP/3 learned from a 426 that offered no TCP

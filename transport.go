@@ -317,7 +317,7 @@ func withoutHopByHop(out, caller *http.Request) *http.Request {
 //
 // The candidate is the memory's own, not a copy: a remembered request
 // reads a few words of it, and copying it through every frame would cost
-// stack (#15). Nothing writes it.
+// stack. Nothing writes it.
 func (t *Transport) recall(r *transportRequest) (*candidate, *innerTransport) {
 	m := t.mem.Load()
 	if m == nil || m.empty() {
@@ -345,7 +345,7 @@ func (t *Transport) recall(r *transportRequest) (*candidate, *innerTransport) {
 	if t.broken.any() && t.broken.isBroken(brokenKeyOf(r.origin, via.target), t.recent()) {
 		// What broke is the path to the address: another virtual host
 		// behind it, or an imported route, does not try it again.
-		return candidate{}, false
+		return nil, nil
 	}
 	if t.CheckUpgrade != nil && !t.stillAllowed(r.req, via) {
 		return nil, nil
@@ -390,7 +390,7 @@ func (t *Transport) settle(slot *memorySlot, needsHTTP1 bool) (*candidate, *inne
 // hook would veto after a 426 it vetoes before one, so the memory never
 // changes an answer. Kept out of recall, and out of its stack frame: the
 // 426 it builds would triple the frame of every remembered request, and a
-// fresh goroutine's first request would grow its stack for it (#15).
+// fresh goroutine's first request would grow its stack for it.
 //
 //go:noinline
 func (t *Transport) stillAllowed(req *http.Request, via *candidate) bool {
