@@ -260,7 +260,9 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	}
 	var resp *http.Response
 	var err error
-	if inner != nil {
+	if inner != nil && !t.closed.Load() {
+		// Once Close ran, the slot's inner transport is closed: sendOver
+		// finds none and says ErrClosed, as it would without the slot.
 		resp, err = t.sendThrough(inner, out, via)
 	} else {
 		resp, err = t.sendOver(out, via)

@@ -743,3 +743,43 @@ func waitOpen(t *testing.T, c *connCounter, want int32, d time.Duration) bool {
 	}
 	return c.open() == want
 }
+
+// Close landing after RoundTrip looked at it, while a remembered route is
+// recalled, refuses the request as Close between a 426 and its replay does:
+// the inner transport the memory's slot keeps is closed, and a connection
+// dialed through it now would be left open, nothing to close it.
+func TestCloseDuringRecallRefuses(t *testing.T) {
+	forEachPair(t, func(t *testing.T, p upgradePair) {
+		s := startServer(t, p.server)
+		var conns connCounter
+		base := legacyBase(t, s.CertPool())
+		base.DialContext = conns.DialContext
+		var closing atomic.Bool
+		tr := newTransport(t, base)
+		tr.CheckUpgrade = func(req *http.Request, resp *http.Response, usable []Protocol) ([]Protocol, error) {
+			if closing.Load() {
+				tr.Close() // as if another goroutine closed the transport at the worst moment
+			}
+			return usable, nil
+		}
+		getAs(t, tr, s.URL, "") // a 426, replayed and remembered
+		getAs(t, tr, s.URL, "") // over the remembered route: its slot keeps the inner transport
+		tr.CloseIdleConnections()
+		conns.waitAllClosed(t)
+
+		closing.Store(true)
+		body := &countingBody{r: strings.NewReader("x")}
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "POST", s.URL, body))
+		if resp != nil {
+			drain(resp)
+		}
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("request recalled as Close ran: got %v (%d connections dialed), want ErrClosed", err, conns.dialed())
+		}
+		body.waitCloses(t)
+		if !waitOpen(t, &conns, 0, promptly) {
+			t.Errorf("%d connections open after Close and the request done, want 0", conns.open())
+			s.Close() // not reachable through tr any more: close it through the server
+		}
+	}, targetHTTP2, targetH2C, targetTLS, targetInbandTLS)
+}
