@@ -260,9 +260,7 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	}
 	var resp *http.Response
 	var err error
-	if inner != nil && !t.closed.Load() {
-		// Once Close ran, the slot's inner transport is closed: sendOver
-		// finds none and says ErrClosed, as it would without the slot.
+	if inner != nil {
 		resp, err = t.sendThrough(inner, out, via)
 	} else {
 		resp, err = t.sendOver(out, via)
@@ -351,6 +349,11 @@ func (t *Transport) recall(r *transportRequest) (*candidate, *innerTransport) {
 	}
 	if t.CheckUpgrade != nil && !t.stillAllowed(r.req, via) {
 		return nil, nil
+	}
+	if inner != nil && t.closed.Load() {
+		// Close ran since RoundTrip looked: the slot's inner transport is
+		// closed, and sendOver, finding none, says ErrClosed.
+		inner = nil
 	}
 	return via, inner
 }
