@@ -3,6 +3,7 @@ package upgrade
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,15 @@ type innerTransport struct {
 	// send is what requests go through: rt, or the transport a
 	// tcpTransport wraps, so a remembered request makes one call, not two.
 	send http.RoundTripper
+}
+
+// roundTrip sends out over it for c: HTTP/3 to c's alternative, if any,
+// with no TCP protocol behind it when c is quicOnly.
+func (it *innerTransport) roundTrip(out *http.Request, c *candidate) (*http.Response, error) {
+	if h3, ok := it.send.(*http3Transport); ok {
+		return h3.roundTripVia(out, c.alt, c.quicOnly)
+	}
+	return it.send.RoundTrip(out)
 }
 
 func (s *innerSet) find(tgt target) *innerTransport {
@@ -135,6 +145,23 @@ func (t *Transport) proxied(req *http.Request) bool {
 	return u != nil || err != nil
 }
 
+// proxiedOrigin reports whether a proxy may carry a request to o, for a
+// decision made once per origin: false only when the template has no
+// Proxy, or has net/http's ProxyFromEnvironment, whose answer depends on
+// the URL's scheme and host alone (its environment is read once), and it
+// names no proxy for o. Any other Proxy func is asked per request.
+func (t *Transport) proxiedOrigin(o origin) bool {
+	template := t.template()
+	if template == nil || template.Proxy == nil {
+		return false
+	}
+	if !sameProxy(template.Proxy, http.ProxyFromEnvironment) {
+		return true
+	}
+	u, err := http.ProxyFromEnvironment(&http.Request{URL: &url.URL{Scheme: o.scheme(), Host: o.host}})
+	return u != nil || err != nil
+}
+
 // closeIdle calls CloseIdleConnections on rt when it has one.
 func closeIdle(rt http.RoundTripper) {
 	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
@@ -172,6 +199,11 @@ var defaultDialContext = func() dialFunc {
 // has no comparison of func values, so this compares the pointers the
 // values hold.
 func sameFunc(a, b dialFunc) bool {
+	return a != nil && b != nil && *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
+}
+
+// sameProxy is sameFunc for Proxy funcs.
+func sameProxy(a, b func(*http.Request) (*url.URL, error)) bool {
 	return a != nil && b != nil && *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }
 

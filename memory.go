@@ -76,6 +76,11 @@ type memorySlot struct {
 	// built and the Transport's settings allow via: later requests neither
 	// look it up nor decide again what does not depend on them.
 	inner atomic.Pointer[innerTransport]
+	// express is inner as well when a request needs nothing more asked of
+	// the Transport's settings to go over the route: no CheckUpgrade to
+	// consult, no proxy for the origin, no in-band upgrade to add
+	// (Transport.express).
+	express atomic.Pointer[innerTransport]
 	memoryEntry
 }
 
@@ -110,12 +115,17 @@ func (m *memory) lookup(o origin, now time.Time) *memorySlot {
 		m.forgetSlot(e)
 		return nil
 	}
+	m.touch(e)
+	return e
+}
+
+// touch notes that e was used now, for the LRU.
+func (m *memory) touch(e *memorySlot) {
 	// Written only when it changes, so that many goroutines on one
 	// origin share its cache line rather than fight over it.
 	if epoch := m.epoch.Load(); e.used.Load() != epoch {
 		e.used.Store(epoch)
 	}
-	return e
 }
 
 // slotOf returns o's slot, or nil.

@@ -246,24 +246,15 @@ var (
 // forgotten and the request goes through Base, if its body allows; or,
 // when HTTP/3 lost the race to a TCP connection, over that connection.
 func (t *Transport) send(r *transportRequest) (*http.Response, error) {
-	via, inner := t.recall(r)
-	if via == nil {
-		return t.base().RoundTrip(r.bodies.first())
-	}
-	r.trace = traceFrom(r.req.Context())
-	if r.trace.Remembered != nil {
-		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
-	}
-	out := r.bodies.first()
-	if via.target.multiplexed() && hasHopByHop(out.Header) {
-		out = withoutHopByHop(out, r.req)
-	}
 	var resp *http.Response
 	var err error
-	if inner != nil {
-		resp, err = t.sendThrough(inner, out, via)
+	via, inner := t.express(r)
+	if via != nil {
+		resp, err = inner.roundTrip(r.req, via) // as it is: express found nothing to change
+	} else if via, inner = t.recall(r); via != nil {
+		resp, err = t.sendRemembered(r, via, inner)
 	} else {
-		resp, err = t.sendOver(out, via)
+		return t.base().RoundTrip(r.bodies.first())
 	}
 	if err != nil || t.broken.any() { // a response with nothing marked has nothing to clear
 		t.noteOutcome(r, via.target, err)
@@ -296,6 +287,57 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 		return t.sendOver(again, &candidate{target: asBase})
 	}
 	return t.base().RoundTrip(again)
+}
+
+// sendRemembered sends the request over via, the route recall found for
+// it, asking what express did not need to.
+func (t *Transport) sendRemembered(r *transportRequest, via *candidate, inner *innerTransport) (*http.Response, error) {
+	r.trace = traceFrom(r.req.Context())
+	if r.trace.Remembered != nil {
+		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
+	}
+	out := r.bodies.first()
+	if via.target.multiplexed() && hasHopByHop(out.Header) {
+		out = withoutHopByHop(out, r.req)
+	}
+	if inner != nil {
+		return t.sendThrough(inner, out, via)
+	}
+	return t.sendOver(out, via)
+}
+
+// express returns the route remembered for the request, and its inner
+// transport, when every question recall and sendRemembered ask of a
+// request has its common answer, without asking them one by one: the
+// origin is the one learned last, named by the request in canonical form
+// and with no other Host; its route is unexpired and plain (memorySlot's
+// express); nothing is marked broken; no trace was ever set up; the body,
+// if any, can be made again; and the header neither asks for HTTP/1.1 nor
+// holds what HTTP/2 and HTTP/3 forbid. Otherwise it returns nil, and
+// recall asks. So the requests a client sends to the origin it talks to
+// cost about what passing through does.
+func (t *Transport) express(r *transportRequest) (*candidate, *innerTransport) {
+	m := t.mem.Load()
+	if m == nil {
+		return nil, nil
+	}
+	slot := m.last.Load()
+	if slot == nil {
+		return nil, nil
+	}
+	inner := slot.express.Load()
+	req := r.req
+	if inner == nil || slot.origin.host != req.URL.Host || slot.origin.vhost != "" ||
+		(req.Host != "" && req.Host != req.URL.Host) || slot.origin.secure != (req.URL.Scheme == "https") ||
+		t.broken.any() || traced.Load() || t.closed.Load() ||
+		(hasBody(req) && req.GetBody == nil) || needsHTTP1(req) ||
+		(slot.via.target.multiplexed() && hasHopByHop(req.Header)) ||
+		!t.recent().Before(slot.expires) {
+		return nil, nil
+	}
+	m.touch(slot)
+	r.origin, r.trace = slot.origin, noTrace
+	return &slot.via, inner
 }
 
 // withoutHopByHop returns a copy of out without the headers of one HTTP/1.1
@@ -386,6 +428,9 @@ func (t *Transport) settle(slot *memorySlot, needsHTTP1 bool) (*candidate, *inne
 	}
 	inner := t.inner.find(via.target)
 	if inner != nil && !needsHTTP1 {
+		if t.CheckUpgrade == nil && via.upgrade == "" && !t.proxiedOrigin(slot.origin) {
+			slot.express.Store(inner)
+		}
 		slot.inner.Store(inner)
 	}
 	return via, inner, true
@@ -605,14 +650,10 @@ func (t *Transport) sendThrough(inner *innerTransport, out *http.Request, c *can
 	if c.upgrade != "" {
 		out = withInbandUpgrade(out, c.upgrade)
 	}
-	rt := inner.send
 	if !c.target.directRoute() && t.proxied(out) {
-		rt = throughProxy{rt}
+		return throughProxy{inner.send}.RoundTrip(out)
 	}
-	if h3, ok := rt.(*http3Transport); ok {
-		return h3.roundTripVia(out, c.alt, c.quicOnly)
-	}
-	return rt.RoundTrip(out)
+	return inner.roundTrip(out, c)
 }
 
 // CloseIdleConnections closes the idle connections of Base and of every
