@@ -372,8 +372,11 @@ func BenchmarkOverhead(b *testing.B) {
 			b.ReportMetric(testing.AllocsPerRun(1000, send(tr))-testing.AllocsPerRun(1000, send(fake)), "overhead-allocs")
 		})
 		b.Run(p.name+"-parallel", func(b *testing.B) {
-			// A unit is 256 goroutines sending 16 requests each.
-			const goroutines, each = 256, 16
+			// A unit is 256 goroutines sending 128 requests each, as a
+			// pool of workers would: enough that what starting a
+			// goroutine costs (a first deep call may grow its stack, on
+			// either side) does not pass for contention.
+			const goroutines, each = 256, 128
 			inParallel := func(f func()) func() {
 				return func() {
 					var wg sync.WaitGroup

@@ -215,6 +215,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	r := &transportRequest{req: req, bodies: replayBody{req: req}}
 	resp, err := t.send(r)
+	return t.answer(r, resp, err)
+}
+
+// answer is RoundTrip's answer once send has one: the response as it is,
+// or a 426, in HTTP or in TLS, followed. Kept out of RoundTrip, so that
+// the frames below it while a request is out stay small: a goroutine's
+// first request through the Transport should not have to grow its stack.
+//
+//go:noinline
+func (t *Transport) answer(r *transportRequest, resp *http.Response, err error) (*http.Response, error) {
+	req := r.req
 	if err == nil && resp == nil {
 		err = errNilResponse // as http.Client would say
 	}
@@ -256,6 +267,15 @@ func (t *Transport) send(r *transportRequest) (*http.Response, error) {
 	} else {
 		return t.base().RoundTrip(r.bodies.first())
 	}
+	return t.overRemembered(r, via, resp, err)
+}
+
+// overRemembered is what follows a request over via, the route remembered
+// for its origin: the response, or Base's after a failure before any
+// connection. Kept out of send for the frames' sake, as answer is.
+//
+//go:noinline
+func (t *Transport) overRemembered(r *transportRequest, via *candidate, resp *http.Response, err error) (*http.Response, error) {
 	if err != nil || t.broken.any() { // a response with nothing marked has nothing to clear
 		t.noteOutcome(r, via.target, err)
 	}
