@@ -120,7 +120,7 @@ func TestExpressAsksNothingOnlyWhenNothingNeedsAsking(t *testing.T) {
 			o := originOf(newReq())
 			tr.inner.get(tt.target, func() http.RoundTripper { return fake })
 			tr.memory().put(o, memoryEntry{via: candidate{offer: Protocol{"X", "1"}, target: tt.target, upgrade: tt.upgrade}, expires: time.Now().Add(time.Hour)})
-			if via, _ := tr.recall(&transportRequest{req: newReq()}); via == nil { // settles the route
+			if via, _ := tr.recall(&transportRequest{req: newReq()}, tr.mem.Load()); via == nil { // settles the route
 				t.Fatal("recall refused the route")
 			}
 			if tt.after != nil {
@@ -131,7 +131,7 @@ func TestExpressAsksNothingOnlyWhenNothingNeedsAsking(t *testing.T) {
 				req = tt.request(req)
 			}
 			r := &transportRequest{req: req, bodies: replayBody{req: req}}
-			via, inner := tr.express(r)
+			via, inner := tr.express(r, tr.mem.Load())
 			if got := via != nil; got != tt.want {
 				t.Fatalf("express took the route: %v, want %v", got, tt.want)
 			}
@@ -187,7 +187,7 @@ func TestExpressChangesNoOutcome(t *testing.T) {
 func wantExpress(t *testing.T, tr *Transport, url string, want bool) {
 	t.Helper()
 	req := newRequest(t, testContext(t), "GET", url, nil)
-	if via, _ := tr.express(&transportRequest{req: req}); (via != nil) != want {
+	if via, _ := tr.express(&transportRequest{req: req}, tr.mem.Load()); (via != nil) != want {
 		t.Fatalf("express takes the route: %v, want %v", via != nil, want)
 	}
 }

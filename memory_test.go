@@ -425,7 +425,7 @@ func BenchmarkMemory(b *testing.B) {
 		req := &http.Request{URL: &url.URL{Scheme: "https", Host: "host-0042.example.com"}, Host: "host-0042.example.com"}
 		b.ReportAllocs()
 		for b.Loop() {
-			if via, _ := tr.recall(&transportRequest{req: req}); via == nil {
+			if via, _ := tr.recall(&transportRequest{req: req}, tr.mem.Load()); via == nil {
 				b.Fatal("not remembered")
 			}
 		}

@@ -257,12 +257,16 @@ var (
 // forgotten and the request goes through Base, if its body allows; or,
 // when HTTP/3 lost the race to a TCP connection, over that connection.
 func (t *Transport) send(r *transportRequest) (*http.Response, error) {
+	m := t.mem.Load()
+	if m == nil || m.empty() {
+		return t.base().RoundTrip(r.bodies.first()) // nothing remembered: one load
+	}
 	var resp *http.Response
 	var err error
-	via, inner := t.express(r)
+	via, inner := t.express(r, m)
 	if via != nil {
 		resp, err = inner.roundTrip(r.req, via) // as it is: express found nothing to change
-	} else if via, inner = t.recall(r); via != nil {
+	} else if via, inner = t.recall(r, m); via != nil {
 		resp, err = t.sendRemembered(r, via, inner)
 	} else {
 		return t.base().RoundTrip(r.bodies.first())
@@ -336,11 +340,7 @@ func (t *Transport) sendRemembered(r *transportRequest, via *candidate, inner *i
 // holds what HTTP/2 and HTTP/3 forbid. Otherwise it returns nil, and
 // recall asks. So the requests a client sends to the origin it talks to
 // cost about what passing through does.
-func (t *Transport) express(r *transportRequest) (*candidate, *innerTransport) {
-	m := t.mem.Load()
-	if m == nil {
-		return nil, nil
-	}
+func (t *Transport) express(r *transportRequest, m *memory) (*candidate, *innerTransport) {
 	slot := m.last.Load()
 	if slot == nil {
 		return nil, nil
@@ -374,17 +374,13 @@ func withoutHopByHop(out, caller *http.Request) *http.Request {
 
 // recall returns the protocol remembered for the request's origin when the
 // request may go over it, and CheckUpgrade, if set, still allows it; with
-// it, the inner transport to send it through, if already known. A request
-// with nothing remembered pays one atomic load.
+// it, the inner transport to send it through, if already known. m is the
+// memory, with something in it.
 //
 // The candidate is the memory's own, not a copy: a remembered request
 // reads a few words of it, and copying it through every frame would cost
 // stack. Nothing writes it.
-func (t *Transport) recall(r *transportRequest) (*candidate, *innerTransport) {
-	m := t.mem.Load()
-	if m == nil || m.empty() {
-		return nil, nil
-	}
+func (t *Transport) recall(r *transportRequest, m *memory) (*candidate, *innerTransport) {
 	r.origin = originOf(r.req)
 	slot := m.lookup(r.origin, t.recent())
 	if slot == nil {
