@@ -219,23 +219,10 @@ func expressServed(t *testing.T, express bool) string {
 	return fmt.Sprintf("10× 200 HTTP/2.0; server: %d refused of %d, %d bodies whole", s.Refused(), s.Count(), whole)
 }
 
+// expressNewDemand: a 426 over the remembered protocol is handled like any
+// other, and what worked next is remembered instead.
 func expressNewDemand(t *testing.T, express bool) string {
-	var wantHTTP3 atomic.Bool
-	demand := func(r *http.Request) bool {
-		if wantHTTP3.Load() {
-			return r.ProtoMajor >= 3
-		}
-		return r.ProtoMajor >= 2
-	}
-	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: demand, Upgrade: []string{"HTTP/2"},
-		Refuse: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ProtoMajor < 2 {
-				w.Header().Set("Upgrade", "HTTP/2")
-			} else {
-				w.Header().Set("Upgrade", "HTTP/3")
-			}
-			w.WriteHeader(http.StatusUpgradeRequired)
-		})})
+	s, wantHTTP3 := raisingServer(t)
 	tr := newTransport(t, legacyBase(t, s.CertPool()))
 	var protos []string
 	for i := range 5 {
@@ -296,4 +283,25 @@ func expressDialFails(t *testing.T, express bool) string {
 		seen = append(seen, status)
 	}
 	return fmt.Sprintf("%s, then %s; server: %s", answers[2], answers[3], strings.Join(seen, " "))
+}
+
+// raisingServer demands HTTP/2 until wantHTTP3 is set, then HTTP/3.
+func raisingServer(t *testing.T) (s *testserver.Server, wantHTTP3 *atomic.Bool) {
+	wantHTTP3 = new(atomic.Bool)
+	demand := func(r *http.Request) bool {
+		if wantHTTP3.Load() {
+			return r.ProtoMajor >= 3
+		}
+		return r.ProtoMajor >= 2
+	}
+	s = startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: demand, Upgrade: []string{"HTTP/2"},
+		Refuse: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor < 2 {
+				w.Header().Set("Upgrade", "HTTP/2")
+			} else {
+				w.Header().Set("Upgrade", "HTTP/3")
+			}
+			w.WriteHeader(http.StatusUpgradeRequired)
+		})})
+	return s, wantHTTP3
 }

@@ -136,47 +136,6 @@ func TestMemoryForgetsAFailingProtocol(t *testing.T) {
 	}
 }
 
-// A 426 over the remembered protocol is handled like any other, and what
-// worked next is remembered instead.
-func TestMemoryFollowsAServerThatRaisesItsDemand(t *testing.T) {
-	var wantHTTP3 atomic.Bool
-	demand := func(r *http.Request) bool {
-		if wantHTTP3.Load() {
-			return r.ProtoMajor >= 3
-		}
-		return r.ProtoMajor >= 2
-	}
-	s := startServer(t, testserver.Config{TLS: true, HTTP3: true, Require: demand, Upgrade: []string{"HTTP/2"},
-		Refuse: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ProtoMajor < 2 {
-				w.Header().Set("Upgrade", "HTTP/2")
-			} else {
-				w.Header().Set("Upgrade", "HTTP/3")
-			}
-			w.WriteHeader(http.StatusUpgradeRequired)
-		})})
-	tr := newTransport(t, legacyBase(t, s.CertPool()))
-	protos := []string{}
-	for i := range 4 {
-		if i == 2 {
-			wantHTTP3.Store(true)
-		}
-		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		readAll(t, resp)
-		protos = append(protos, resp.Proto)
-	}
-	want := "HTTP/2.0 HTTP/2.0 HTTP/3.0 HTTP/3.0"
-	if got := strings.Join(protos, " "); got != want {
-		t.Errorf("answers over %s, want %s", got, want)
-	}
-	if n := s.Refused(); n != 2 {
-		t.Errorf("server refused %d requests, want 2 (one per demand)", n)
-	}
-}
-
 // Hundreds of requests meeting their first 426 together build each inner
 // transport once, and all end correctly; once the origin is learned, a herd
 // meets no 426 at all.
