@@ -155,7 +155,7 @@ func (t *Transport) proxiedOrigin(o origin) bool {
 	if template == nil || template.Proxy == nil {
 		return false
 	}
-	if !sameProxy(template.Proxy, http.ProxyFromEnvironment) {
+	if !sameFunc(template.Proxy, http.ProxyFromEnvironment) {
 		return true
 	}
 	u, err := http.ProxyFromEnvironment(&http.Request{URL: &url.URL{Scheme: o.scheme(), Host: o.host}})
@@ -198,13 +198,9 @@ var defaultDialContext = func() dialFunc {
 // value shares its code, whatever the dialer's Resolver or Control). Go
 // has no comparison of func values, so this compares the pointers the
 // values hold.
-func sameFunc(a, b dialFunc) bool {
-	return a != nil && b != nil && *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
-}
-
-// sameProxy is sameFunc for Proxy funcs.
-func sameProxy(a, b func(*http.Request) (*url.URL, error)) bool {
-	return a != nil && b != nil && *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
+func sameFunc[F dialFunc | func(*http.Request) (*url.URL, error)](a, b F) bool {
+	pa, pb := *(*unsafe.Pointer)(unsafe.Pointer(&a)), *(*unsafe.Pointer)(unsafe.Pointer(&b))
+	return pa != nil && pa == pb
 }
 
 // tcpTransport is an inner transport whose connections are counted, so that
