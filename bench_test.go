@@ -338,14 +338,24 @@ func BenchmarkOverhead(b *testing.B) {
 		name   string
 		target target // zero: pass-through
 		full   bool   // the memory holds defaultMemorySize other origins
+		body   bool   // a POST whose body GetBody makes again, as http.NewRequest gives
 	}{
-		{"pass", target{}, false},
-		{"pass-fullmemory", target{}, true},
-		{"h2", target{kind: targetHTTP2}, false},
-		{"h3", target{kind: targetHTTP3}, false},
-		{"tls13", target{kind: targetTLS, minTLS: tls.VersionTLS13}, false},
+		{"pass", target{}, false, false},
+		{"pass-fullmemory", target{}, true, false},
+		{"h2", target{kind: targetHTTP2}, false, false},
+		{"h3", target{kind: targetHTTP3}, false, false},
+		{"h3-body", target{kind: targetHTTP3}, false, true},
+		{"tls13", target{kind: targetTLS, minTLS: tls.VersionTLS13}, false, false},
 	}
 	for _, p := range paths {
+		req := req
+		if p.body {
+			payload := []byte("a request body")
+			req = req.Clone(req.Context())
+			req.Method, req.ContentLength = "POST", int64(len(payload))
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(payload)), nil }
+			req.Body, _ = req.GetBody()
+		}
 		fake := fakeTransport{proto: "HTTP/1.1"}
 		tr := &Transport{Base: fake, Template: &http.Transport{}}
 		b.Cleanup(func() { tr.Close() })
