@@ -31,15 +31,15 @@ func TestRedExpressHostForms(t *testing.T) {
 			readAll(t, resp)
 			out = append(out, fmt.Sprint(resp.StatusCode, " ", resp.Proto))
 		}
-		get(base, "")                       // learn
-		get(base, "")                       // settle
-		get("https://LOCALHOST:"+port, "")  // upper case
-		get(base, "LOCALHOST:"+port)        // Host in upper case
-		get(base, "localhost:"+port+"")     // Host as the URL's
-		get(base, "other.test")             // another virtual host
-		get("HTTPS://localhost:"+port, "")  // scheme in upper case (url.Parse lowers it)
-		get("https://127.0.0.1:"+port, "")  // another origin, learned last
-		get(base, "")                       // the first, no longer last
+		get(base, "")                      // learn
+		get(base, "")                      // settle
+		get("https://LOCALHOST:"+port, "") // upper case
+		get(base, "LOCALHOST:"+port)       // Host in upper case
+		get(base, "localhost:"+port+"")    // Host as the URL's
+		get(base, "other.test")            // another virtual host
+		get("HTTPS://localhost:"+port, "") // scheme in upper case (url.Parse lowers it)
+		get("https://127.0.0.1:"+port, "") // another origin, learned last
+		get(base, "")                      // the first, no longer last
 		var mem strings.Builder
 		tr.ExportMemory(&mem)
 		refused := s.Refused()
