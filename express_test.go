@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,7 +11,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -170,17 +173,13 @@ func TestExpressChangesNoOutcome(t *testing.T) {
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			for _, path := range []string{"recall", "express"} {
-				t.Run(path, func(t *testing.T) {
-					untraced(t)
-					if path == "recall" {
-						traced.Store(true) // as after any WithTrace: express steps aside
-					}
-					if got := sc.run(t, path == "express"); got != sc.want {
-						t.Errorf("got %q\nwant %q", got, sc.want)
-					}
-				})
-			}
+			bothWays(t, func(t *testing.T, express bool) string {
+				got := sc.run(t, express)
+				if got != sc.want {
+					t.Errorf("got %q\nwant %q", got, sc.want)
+				}
+				return got
+			})
 		})
 	}
 }
@@ -307,4 +306,278 @@ func raisingServer(t *testing.T) (s *testserver.Server, wantHTTP3 *atomic.Bool) 
 			w.WriteHeader(http.StatusUpgradeRequired)
 		})})
 	return s, wantHTTP3
+}
+
+// bothWays runs f once with the express path off (recall alone, as after
+// any WithTrace) and once with it on, and fails unless both tell the same.
+func bothWays(t *testing.T, f func(t *testing.T, express bool) string) {
+	t.Helper()
+	var got [2]string
+	for i, path := range []string{"recall", "express"} {
+		t.Run(path, func(t *testing.T) {
+			untraced(t)
+			if path == "recall" {
+				traced.Store(true) // as after any WithTrace: express steps aside
+			}
+			got[i] = f(t, path == "express")
+		})
+	}
+	if got[0] != got[1] {
+		t.Errorf("the express path changes the outcome:\nrecall:  %s\nexpress: %s", got[0], got[1])
+	}
+}
+
+// A host that keeps the scheme's default port once after canonicalHost
+// dropped it ("h.test:443:443" is remembered as "h.test:443") names a slot
+// whose host is not in canonical form: a request to "h.test:443", whose
+// origin is "h.test", must not go over that slot's route.
+func TestExpressHostKeepingADefaultPort(t *testing.T) {
+	bothWays(t, func(t *testing.T, _ bool) string {
+		learn := func(r *http.Request) bool { return r.URL.Path != "/learn" || testserver.RequireTLS13(r) }
+		s := startServer(t, testserver.Config{TLS: true, Require: learn, Upgrade: []string{"TLS/1.3"}})
+		base := legacyBase(t, s.CertPool())
+		base.TLSClientConfig.ServerName = "localhost"
+		base.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, s.Addr) // every host is the test server
+		}
+		tr := newTransport(t, base)
+		get := func(host, path string) string {
+			req := newRequest(t, testContext(t), "GET", "https://placeholder.test"+path, nil)
+			req.URL.Host, req.Host = host, host
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			return fmt.Sprintf("%d %s TLS %x", resp.StatusCode, resp.Proto, tlsVersion(resp))
+		}
+		get("h.test:443:443", "/learn") // 426, then TLS 1.3: remembered as https://h.test:443
+		get("h.test:443:443", "/")      // over the remembered route, which settles it
+		answer := get("h.test:443", "/")
+		var mem bytes.Buffer
+		tr.ExportMemory(&mem)
+		var seen []string
+		for _, r := range s.Requests() {
+			seen = append(seen, fmt.Sprintf("%s TLS %x", r.Proto, r.TLSVersion))
+		}
+		return fmt.Sprintf("%s; server saw %s; memory has %d entries", answer, strings.Join(seen, ", "), strings.Count(mem.String(), `"origin"`))
+	})
+}
+
+// Host forms that name the remembered origin other than canonically, or
+// name another origin, get the same answer and leave the same memory both
+// ways.
+func TestExpressHostForms(t *testing.T) {
+	bothWays(t, func(t *testing.T, _ bool) string {
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		port := s.Addr[strings.LastIndexByte(s.Addr, ':')+1:]
+		base := "https://localhost:" + port
+		var out []string
+		get := func(url, host string) {
+			req := newRequest(t, testContext(t), "GET", url, nil)
+			if host != "" {
+				req.Host = host
+			}
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				out = append(out, "error "+err.Error())
+				return
+			}
+			readAll(t, resp)
+			out = append(out, fmt.Sprint(resp.StatusCode, " ", resp.Proto))
+		}
+		get(base, "")                      // learn
+		get(base, "")                      // settle
+		get("https://LOCALHOST:"+port, "") // upper case
+		get(base, "LOCALHOST:"+port)       // Host in upper case
+		get(base, "localhost:"+port+"")    // Host as the URL's
+		get(base, "other.test")            // another virtual host
+		get("HTTPS://localhost:"+port, "") // scheme in upper case (url.Parse lowers it)
+		get("https://127.0.0.1:"+port, "") // another origin, learned last
+		get(base, "")                      // the first, no longer last
+		var mem strings.Builder
+		tr.ExportMemory(&mem)
+		refused := s.Refused()
+		return fmt.Sprintf("%s; refused %d; memory %d", strings.Join(out, ", "), refused,
+			strings.Count(mem.String(), `"origin"`))
+	})
+}
+
+// Requests of unusual shapes to a remembered HTTP/2 origin get the same
+// answer, and the server sees the same, whether they take the express path
+// or recall's.
+func TestExpressOddRequests(t *testing.T) {
+	bothWays(t, func(t *testing.T, _ bool) string {
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		learnAndSettle(t, tr, s.URL)
+		body := func(req *http.Request, b string) {
+			req.Body = io.NopCloser(strings.NewReader(b))
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(b)), nil }
+			req.ContentLength = int64(len(b))
+		}
+		shapes := []struct {
+			name string
+			make func(req *http.Request) *http.Request
+		}{
+			{"trailers", func(req *http.Request) *http.Request {
+				req.Method = "POST"
+				body(req, "with trailers")
+				req.ContentLength = -1
+				req.Trailer = http.Header{"X-Sum": {"42"}}
+				req.Header.Set("Te", "trailers")
+				return req
+			}},
+			{"expect", func(req *http.Request) *http.Request {
+				req.Method = "PUT"
+				body(req, "expecting")
+				req.Header.Set("Expect", "100-continue")
+				return req
+			}},
+			{"nobody", func(req *http.Request) *http.Request {
+				req.Method = "POST"
+				req.Body = http.NoBody
+				return req
+			}},
+			{"short body", func(req *http.Request) *http.Request {
+				req.Method = "POST"
+				body(req, "four")
+				req.ContentLength = 10
+				return req
+			}},
+			{"long body", func(req *http.Request) *http.Request {
+				req.Method = "POST"
+				body(req, "longer than declared")
+				req.ContentLength = 3
+				return req
+			}},
+			{"canceled", func(req *http.Request) *http.Request {
+				ctx, cancel := context.WithCancel(req.Context())
+				cancel()
+				return req.WithContext(ctx)
+			}},
+			{"Host as URL", func(req *http.Request) *http.Request {
+				req.Host = req.URL.Host
+				return req
+			}},
+			{"empty Host", func(req *http.Request) *http.Request {
+				req.Host = ""
+				return req
+			}},
+			{"header case", func(req *http.Request) *http.Request {
+				req.Header["x-lower"] = []string{"v"}
+				return req
+			}},
+		}
+		var out []string
+		for _, sh := range shapes {
+			req := sh.make(newRequest(t, testContext(t), "GET", s.URL+"/"+strings.ReplaceAll(sh.name, " ", "-"), nil))
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				out = append(out, sh.name+": error "+err.Error())
+				continue
+			}
+			b := readAll(t, resp)
+			out = append(out, fmt.Sprintf("%s: %d %s %q", sh.name, resp.StatusCode, resp.Proto, b))
+		}
+		// A request cut short by an error may reach the server's log late.
+		for n := -1; n != s.Count(); time.Sleep(50 * time.Millisecond) {
+			n = s.Count()
+		}
+		var srv []string
+		for _, r := range s.Requests()[3:] {
+			var names []string
+			for k, v := range r.Header {
+				names = append(names, k+"="+strings.Join(v, ","))
+			}
+			sort.Strings(names)
+			host := strings.ReplaceAll(r.Host, s.Addr, "ADDR")
+			srv = append(srv, fmt.Sprintf("%s %s %s host=%s body=%d refused=%v %v", r.Proto, r.Method, r.Path, host, r.BodyLen, r.Refused, names))
+		}
+		sort.Strings(srv)
+		out = append(out, srv...)
+		var mem strings.Builder
+		tr.ExportMemory(&mem)
+		out = append(out, fmt.Sprintf("broken: %v; memory entries: %d", tr.broken.any(), strings.Count(mem.String(), `"origin"`)))
+		return strings.Join(out, "\n")
+	})
+}
+
+// Requests over the express path while the memory changes beside them
+// (another origin put and forgotten, the origin itself put again) and while Close runs: no race, and every answer is a
+// response over HTTP/2 or ErrClosed.
+func TestExpressUnderChurnAndClose(t *testing.T) {
+	bothWays(t, func(t *testing.T, express bool) string {
+		s := startServer(t, testserver.Config{TLS: true, Require: testserver.RequireHTTP2, Upgrade: []string{"HTTP/2"}})
+		tr := newTransport(t, legacyBase(t, s.CertPool()))
+		learnAndSettle(t, tr, s.URL)
+		wantExpress(t, tr, s.URL, express)
+		errs := capErrors(t)
+		stop := make(chan struct{})
+		var churn sync.WaitGroup
+		churn.Add(1)
+		go func() {
+			defer churn.Done()
+			m := tr.memory()
+			other := origin{secure: true, host: "other.test"}
+			mine := originOf(newRequest(t, testContext(t), "GET", s.URL, nil))
+			entry := m.slotOf(mine).memoryEntry
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m.put(other, memoryEntry{via: candidate{target: target{kind: targetHTTP2}}, expires: time.Now().Add(time.Hour)})
+				if i%2 == 0 {
+					m.forget(other)
+				}
+				m.put(mine, entry) // learned again: a new slot, settled anew
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 40 {
+					if g == 0 && i == 30 {
+						tr.Close()
+					}
+					resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+					switch {
+					case errors.Is(err, ErrClosed):
+					case err != nil:
+						errs.Error(err)
+					case resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2:
+						drain(resp)
+						errs.Errorf("%d %s", resp.StatusCode, resp.Proto)
+					default:
+						if err := drain(resp); err != nil {
+							errs.Error(err)
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(stop)
+		churn.Wait()
+		return "no race, every answer HTTP/2 or ErrClosed"
+	})
+}
+
+// learnAndSettle sends two GETs to url: the first learns its origin's
+// route, the second, through recall, settles it for the express path.
+func learnAndSettle(t *testing.T, tr *Transport, url string) {
+	t.Helper()
+	for range 2 {
+		resp, err := tr.RoundTrip(newRequest(t, testContext(t), "GET", url, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
 }

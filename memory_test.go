@@ -205,6 +205,15 @@ func TestOriginKey(t *testing.T) {
 			t.Errorf("%s (Host %q): %+v, want %+v", tt.url, tt.host, got, tt.want)
 		}
 	}
+	// A canonical host is its own canonical form, whatever it came from.
+	for _, host := range []string{"h.test:443:443", "h.test:443:443:443", "H.test:443", "[::1]:443", "[::1]:443:443", "::1:443", "h.test:80:443", ":443", ""} {
+		for _, secure := range []bool{true, false} {
+			once := canonicalHost(host, secure)
+			if twice := canonicalHost(once, secure); twice != once {
+				t.Errorf("canonicalHost(%q, secure %v) = %q, and of that %q", host, secure, once, twice)
+			}
+		}
+	}
 }
 
 // A request naming another virtual host, or another port, is another origin.

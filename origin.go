@@ -30,11 +30,18 @@ func originOf(req *http.Request) origin {
 }
 
 // canonicalHost lower-cases hostport and drops the scheme's default port.
+// It is idempotent: a host left with a port of its own after the drop
+// ("h:443:443", which net/url accepts under GODEBUG=urlstrictcolons=0)
+// keeps it whole, or "h:443" would name that origin and "h" another.
+// express relies on it: a request whose host equals a slot's canonical
+// host has that origin.
 func canonicalHost(hostport string, secure bool) string {
+	port := ":80"
 	if secure {
-		hostport = strings.TrimSuffix(hostport, ":443")
-	} else {
-		hostport = strings.TrimSuffix(hostport, ":80")
+		port = ":443"
+	}
+	if host, ok := strings.CutSuffix(hostport, port); ok && strings.LastIndexByte(host, ':') <= strings.LastIndexByte(host, ']') {
+		hostport = host
 	}
 	return strings.ToLower(hostport) // the same string, unless it has upper case
 }
