@@ -199,8 +199,17 @@ func (p throughProxy) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // openConns counts the connections an inner transport has open, through
-// the dialer it hands out, so that Close can tell when all are gone.
-type openConns struct{ n atomic.Int32 }
+// the dialer it hands out, so that Close can tell when all are gone. Once
+// closed, it dials no more: a request that got past the Transport's closed
+// check as Close ran would otherwise leave a connection that nobody closes.
+type openConns struct {
+	n      atomic.Int32
+	closed atomic.Bool
+}
+
+// close refuses every later dial. A dial under way was counted first, so
+// Close, which looks at the count after this, waits for it.
+func (c *openConns) close() { c.closed.Store(true) }
 
 // counting wraps dial so that each connection it makes is counted until it
 // is closed. The raw connection is wrapped, beneath any TLS, so net/http
@@ -208,6 +217,10 @@ type openConns struct{ n atomic.Int32 }
 func (c *openConns) counting(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c.n.Add(1) // from the start of the dial, so that Close waits for it
+		if c.closed.Load() {
+			c.n.Add(-1)
+			return nil, ErrClosed
+		}
 		conn, err := dial(ctx, network, addr)
 		if err != nil {
 			c.n.Add(-1)

@@ -231,6 +231,7 @@ func (t *tcpTransport) CloseIdleConnections() {
 
 // Close closes the idle connections now and the busy ones once idle.
 func (t *tcpTransport) Close() error {
+	t.open.close()
 	t.ahead.close()
 	t.CloseIdleConnections()
 	t.drain(time.Now().Add(drainFor), 10*time.Millisecond)

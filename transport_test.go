@@ -783,3 +783,36 @@ func TestCloseDuringRecallRefuses(t *testing.T) {
 		}
 	}, targetHTTP2, targetH2C, targetTLS, targetInbandTLS)
 }
+
+// A request that got past the closed check as Close ran reaches an inner
+// transport that was closed under it: it dials nothing, so no connection
+// is left that nobody would close.
+func TestClosedInnerTransportDialsNothing(t *testing.T) {
+	forEachPair(t, func(t *testing.T, p upgradePair) {
+		s := startServer(t, p.server)
+		var conns connCounter
+		base := legacyBase(t, s.CertPool())
+		base.DialContext = conns.DialContext
+		tr := newTransport(t, base)
+		getAs(t, tr, s.URL, "") // a 426, replayed and remembered
+		inner := tr.inner.all()
+		if len(inner) != 1 {
+			t.Fatalf("%d inner transports, want 1", len(inner))
+		}
+		tcp, ok := inner[0].(*tcpTransport)
+		if !ok {
+			t.Fatalf("inner transport %T, want *tcpTransport", inner[0])
+		}
+		tr.Close()
+		conns.waitAllClosed(t)
+		dialed := conns.dialed()
+
+		resp, err := tcp.RoundTripper.RoundTrip(newRequest(t, testContext(t), "GET", s.URL, nil))
+		if resp != nil {
+			drain(resp)
+		}
+		if !errors.Is(err, ErrClosed) || conns.dialed() != dialed {
+			t.Errorf("request through the closed inner transport: %v, %d connections dialed; want ErrClosed and none", err, conns.dialed()-dialed)
+		}
+	}, targetHTTP2, targetH2C, targetTLS, targetInbandTLS)
+}
