@@ -21,15 +21,6 @@ import (
 	"github.com/h426/upgrade/internal/testserver"
 )
 
-// untraced clears, for the test, the mark WithTrace leaves once any trace
-// was set up in the process, so that remembered requests may take the
-// express path. Tests run one at a time.
-func untraced(t testing.TB) {
-	was := traced.Load()
-	traced.Store(false)
-	t.Cleanup(func() { traced.Store(was) })
-}
-
 // Express takes a remembered route only when every question recall would
 // ask has its common answer; each of the others goes to recall.
 func TestExpressAsksNothingOnlyWhenNothingNeedsAsking(t *testing.T) {
@@ -99,7 +90,9 @@ func TestExpressAsksNothingOnlyWhenNothingNeedsAsking(t *testing.T) {
 		{name: "something marked broken", target: h2, after: func(tr *Transport) {
 			tr.broken.fail(brokenKey{host: "elsewhere.test:443"}, time.Now())
 		}},
-		{name: "a trace set up", target: h2, after: func(*Transport) { traced.Store(true) }},
+		{name: "a trace", target: h2, want: true, request: func(req *http.Request) *http.Request {
+			return req.WithContext(WithTrace(context.Background(), &Trace{Remembered: func(MemoryInfo) {}}))
+		}},
 		{name: "closed", target: h2, after: func(tr *Transport) { tr.Close() }},
 		{name: "expired", target: h2, after: func(tr *Transport) {
 			tr.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
@@ -113,7 +106,6 @@ func TestExpressAsksNothingOnlyWhenNothingNeedsAsking(t *testing.T) {
 			if tt.environment && (os.Getenv("HTTPS_PROXY") != "" || os.Getenv("https_proxy") != "") {
 				t.Skip("the environment names an HTTPS proxy; CI sets none")
 			}
-			untraced(t)
 			fake := fakeTransport{proto: "HTTP/1.1"}
 			tr := &Transport{Base: fake, Template: &http.Transport{}}
 			t.Cleanup(func() { tr.Close() })
@@ -308,17 +300,17 @@ func raisingServer(t *testing.T) (s *testserver.Server, wantHTTP3 *atomic.Bool) 
 	return s, wantHTTP3
 }
 
-// bothWays runs f once with the express path off (recall alone, as after
-// any WithTrace) and once with it on, and fails unless both tell the same.
+// bothWays runs f once with the express path off (recall alone) and once
+// with it on, and fails unless both tell the same. Off, every Transport
+// newTransport makes has CheckUpgrade set to DefaultCheckUpgrade, which
+// allows what nil does but keeps a route from the express path.
 func bothWays(t *testing.T, f func(t *testing.T, express bool) string) {
 	t.Helper()
 	var got [2]string
 	for i, path := range []string{"recall", "express"} {
 		t.Run(path, func(t *testing.T) {
-			untraced(t)
-			if path == "recall" {
-				traced.Store(true) // as after any WithTrace: express steps aside
-			}
+			recallOnly = path == "recall"
+			t.Cleanup(func() { recallOnly = false })
 			got[i] = f(t, path == "express")
 		})
 	}

@@ -102,9 +102,16 @@ func legacyBase(t testing.TB, roots *x509.CertPool) *http.Transport {
 // HTTP/3 setup bound is quicSetup; tests of that bound set their own.
 func newTransport(t testing.TB, base http.RoundTripper) *Transport {
 	tr := &Transport{Base: base, HTTP3HandshakeTimeout: quicSetup}
+	if recallOnly {
+		tr.CheckUpgrade = DefaultCheckUpgrade
+	}
 	t.Cleanup(func() { tr.Close() })
 	return tr
 }
+
+// recallOnly makes newTransport's Transports keep remembered routes off
+// the express path (bothWays). Tests run one at a time.
+var recallOnly bool
 
 // testContext bounds every request a test makes.
 func testContext(t testing.TB) context.Context {

@@ -316,10 +316,7 @@ func (t *Transport) overRemembered(r *transportRequest, via *candidate, resp *ht
 // sendRemembered sends the request over via, the route recall found for
 // it, asking what express did not need to.
 func (t *Transport) sendRemembered(r *transportRequest, via *candidate, inner *innerTransport) (*http.Response, error) {
-	r.trace = traceFrom(r.req.Context())
-	if r.trace.Remembered != nil {
-		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
-	}
+	traceRemembered(r, via)
 	out := r.bodies.first()
 	if via.target.multiplexed() && hasHopByHop(out.Header) {
 		out = withoutHopByHop(out, r.req)
@@ -335,11 +332,11 @@ func (t *Transport) sendRemembered(r *transportRequest, via *candidate, inner *i
 // request has its common answer, without asking them one by one: the
 // origin is the one learned last, named by the request in canonical form
 // and with no other Host; its route is unexpired and plain (memorySlot's
-// express); nothing is marked broken; no trace was ever set up; the body,
-// if any, can be made again; and the header neither asks for HTTP/1.1 nor
-// holds what HTTP/2 and HTTP/3 forbid. Otherwise it returns nil, and
-// recall asks. So the requests a client sends to the origin it talks to
-// cost about what passing through does.
+// express); nothing is marked broken; the body, if any, can be made again;
+// and the header neither asks for HTTP/1.1 nor holds what HTTP/2 and
+// HTTP/3 forbid. Otherwise it returns nil, and recall asks. So the
+// requests a client sends to the origin it talks to cost about what
+// passing through does.
 func (t *Transport) express(r *transportRequest, m *memory) (*candidate, *innerTransport) {
 	slot := m.last.Load()
 	if slot == nil {
@@ -349,15 +346,25 @@ func (t *Transport) express(r *transportRequest, m *memory) (*candidate, *innerT
 	req := r.req
 	if inner == nil || slot.origin.host != req.URL.Host || slot.origin.vhost != "" ||
 		(req.Host != "" && req.Host != req.URL.Host) || slot.origin.secure != (req.URL.Scheme == "https") ||
-		t.broken.any() || traced.Load() || t.closed.Load() ||
+		t.broken.any() || t.closed.Load() ||
 		(hasBody(req) && req.GetBody == nil) || needsHTTP1(req) ||
 		(slot.via.target.multiplexed() && hasHopByHop(req.Header)) ||
 		!t.recent().Before(slot.expires) {
 		return nil, nil
 	}
 	m.touch(slot)
-	r.origin, r.trace = slot.origin, noTrace
+	r.origin = slot.origin
+	traceRemembered(r, &slot.via)
 	return &slot.via, inner
+}
+
+// traceRemembered finds the request's trace and tells it that the request
+// goes over via, remembered for its origin.
+func traceRemembered(r *transportRequest, via *candidate) {
+	r.trace = traceFrom(r.req.Context())
+	if r.trace.Remembered != nil {
+		r.trace.Remembered(MemoryInfo{Origin: r.origin.String(), Protocol: via.offer})
+	}
 }
 
 // withoutHopByHop returns a copy of out without the headers of one HTTP/1.1
